@@ -1,0 +1,487 @@
+//! Where the access key comes from.
+//!
+//! Sources are tried in a fixed order and the first one that has a key wins:
+//! 1. an s3fs-style password file named with `--passwd-file`;
+//! 2. an AWS profile named explicitly with `--profile`;
+//! 3. the environment: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
+//!    `AWS_SESSION_TOKEN`, then `B2_APPLICATION_KEY_ID` / `B2_APPLICATION_KEY`;
+//! 4. the shared AWS files (`~/.aws/credentials`, `~/.aws/config`) with the
+//!    profile from `AWS_PROFILE`, else `default`.
+//!
+//! An explicitly named file or profile that cannot be used is an error, never
+//! a silent fall-through to the next source: a typo must not mount with
+//! someone else's key. Secrets live in `SecretString` so that `Debug` and
+//! logs show `[REDACTED]`, and no error message here ever quotes a file's
+//! contents.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// An access key with its secret and, for temporary credentials, a token.
+#[derive(Clone)]
+pub struct Credentials {
+    pub access_key_id: String,
+    secret_access_key: SecretString,
+    session_token: Option<SecretString>,
+    /// Where these came from, for logs ("passwd file /etc/passwd-bucketfs").
+    pub source: String,
+}
+
+impl Credentials {
+    pub fn new(
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+        session_token: Option<String>,
+        source: impl Into<String>,
+    ) -> Self {
+        Credentials {
+            access_key_id: access_key_id.into(),
+            secret_access_key: SecretString::from(secret_access_key.into()),
+            session_token: session_token.map(SecretString::from),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn secret_access_key(&self) -> &str {
+        self.secret_access_key.expose_secret()
+    }
+
+    pub(crate) fn session_token(&self) -> Option<&str> {
+        self.session_token.as_ref().map(|t| t.expose_secret())
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"[REDACTED]")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// Why no credentials could be had. Messages name files and variables, never
+/// their contents.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("cannot read credentials file {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "credentials file {path} is accessible by group or others (mode {mode:03o}); \
+         run `chmod 600 {path}`"
+    )]
+    TooOpen { path: PathBuf, mode: u32 },
+    #[error("credentials file {path}, line {line}: {reason}")]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        reason: &'static str,
+    },
+    #[error(
+        "credentials file {path} has no entry for bucket {bucket:?} and no default KEY:SECRET line"
+    )]
+    NoEntry { path: PathBuf, bucket: String },
+    #[error("profile {profile:?} not found in {files}")]
+    NoProfile { profile: String, files: String },
+    #[error("profile {profile:?} has no aws_access_key_id/aws_secret_access_key (only static keys are supported)")]
+    ProfileWithoutKeys { profile: String },
+    #[error("{0} is set but {1} is not")]
+    HalfSetEnvironment(&'static str, &'static str),
+    #[error(
+        "no credentials found: use --passwd-file, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+         (or B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY), or configure ~/.aws/credentials"
+    )]
+    NotFound,
+}
+
+/// Everything the resolution looks at, gathered up front so that it can be
+/// tested without touching the real environment or home directory.
+#[derive(Debug, Default, Clone)]
+pub struct CredentialSources {
+    pub passwd_file: Option<PathBuf>,
+    pub profile: Option<String>,
+    pub env: HashMap<String, String>,
+    pub home: Option<PathBuf>,
+}
+
+impl CredentialSources {
+    /// Sources from this process's environment.
+    pub fn from_process(passwd_file: Option<PathBuf>, profile: Option<String>) -> Self {
+        let env = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("B2_"))
+            .collect();
+        CredentialSources {
+            passwd_file,
+            profile,
+            env,
+            home: std::env::var_os("HOME").map(PathBuf::from),
+        }
+    }
+
+    fn env(&self, name: &str) -> Option<&str> {
+        self.env
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn credentials_file(&self) -> Option<PathBuf> {
+        self.env("AWS_SHARED_CREDENTIALS_FILE")
+            .map(PathBuf::from)
+            .or_else(|| self.home.as_ref().map(|h| h.join(".aws/credentials")))
+    }
+
+    fn config_file(&self) -> Option<PathBuf> {
+        self.env("AWS_CONFIG_FILE")
+            .map(PathBuf::from)
+            .or_else(|| self.home.as_ref().map(|h| h.join(".aws/config")))
+    }
+
+    /// Resolve the credentials to use for `bucket`.
+    pub fn resolve(&self, bucket: &str) -> Result<Credentials, CredentialsError> {
+        if let Some(path) = &self.passwd_file {
+            return read_passwd_file(path, bucket);
+        }
+        if let Some(profile) = &self.profile {
+            return self.profile_credentials(profile);
+        }
+        if let Some(creds) = self.env_credentials()? {
+            return Ok(creds);
+        }
+        let profile = self.env("AWS_PROFILE").unwrap_or("default").to_owned();
+        match self.profile_credentials(&profile) {
+            Ok(creds) => Ok(creds),
+            // Only a profile someone asked for by name is an error when absent.
+            Err(CredentialsError::NoProfile { .. }) if self.env("AWS_PROFILE").is_none() => {
+                Err(CredentialsError::NotFound)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn env_credentials(&self) -> Result<Option<Credentials>, CredentialsError> {
+        let pairs = [
+            ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", true),
+            ("B2_APPLICATION_KEY_ID", "B2_APPLICATION_KEY", false),
+        ];
+        for (id_var, secret_var, has_token) in pairs {
+            match (self.env(id_var), self.env(secret_var)) {
+                (Some(id), Some(secret)) => {
+                    let token = if has_token {
+                        self.env("AWS_SESSION_TOKEN").map(str::to_owned)
+                    } else {
+                        None
+                    };
+                    return Ok(Some(Credentials::new(
+                        id,
+                        secret,
+                        token,
+                        format!("environment ({id_var})"),
+                    )));
+                }
+                (Some(_), None) => {
+                    return Err(CredentialsError::HalfSetEnvironment(id_var, secret_var))
+                }
+                (None, Some(_)) => {
+                    return Err(CredentialsError::HalfSetEnvironment(secret_var, id_var))
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(None)
+    }
+
+    fn profile_credentials(&self, profile: &str) -> Result<Credentials, CredentialsError> {
+        let mut files = Vec::new();
+        let mut found = false;
+        let mut keys: HashMap<String, String> = HashMap::new();
+        // The config file names sections `[profile NAME]` (except `default`);
+        // the credentials file names them `[NAME]`. Credentials-file values win.
+        let config_section = if profile == "default" {
+            "default".to_owned()
+        } else {
+            format!("profile {profile}")
+        };
+        let sources = [
+            (self.config_file(), config_section),
+            (self.credentials_file(), profile.to_owned()),
+        ];
+        for (path, section) in sources {
+            let Some(path) = path else { continue };
+            files.push(path.display().to_string());
+            let Some(values) = read_ini_section(&path, &section)? else {
+                continue;
+            };
+            found = true;
+            keys.extend(values);
+        }
+        if !found {
+            return Err(CredentialsError::NoProfile {
+                profile: profile.to_owned(),
+                files: if files.is_empty() {
+                    "(no home directory)".into()
+                } else {
+                    files.join(" and ")
+                },
+            });
+        }
+        match (
+            keys.get("aws_access_key_id"),
+            keys.get("aws_secret_access_key"),
+        ) {
+            (Some(id), Some(secret)) => Ok(Credentials::new(
+                id.clone(),
+                secret.clone(),
+                keys.get("aws_session_token").cloned(),
+                format!("AWS profile {profile:?}"),
+            )),
+            _ => Err(CredentialsError::ProfileWithoutKeys {
+                profile: profile.to_owned(),
+            }),
+        }
+    }
+
+    /// The `region` of the profile in use, if the shared config names one.
+    pub fn profile_region(&self) -> Option<String> {
+        let profile = self
+            .profile
+            .clone()
+            .or_else(|| self.env("AWS_PROFILE").map(str::to_owned))
+            .unwrap_or_else(|| "default".to_owned());
+        let section = if profile == "default" {
+            profile
+        } else {
+            format!("profile {profile}")
+        };
+        let path = self.config_file()?;
+        read_ini_section(&path, &section)
+            .ok()
+            .flatten()
+            .and_then(|mut values| values.remove("region"))
+    }
+}
+
+/// Read one section of an INI file; `Ok(None)` when the file or the section
+/// does not exist.
+fn read_ini_section(
+    path: &Path,
+    section: &str,
+) -> Result<Option<HashMap<String, String>>, CredentialsError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(CredentialsError::Unreadable {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let ini = ini::Ini::load_from_str(&text).map_err(|e| CredentialsError::Malformed {
+        path: path.to_owned(),
+        line: e.line,
+        reason: "not a valid INI file",
+    })?;
+    Ok(ini.section(Some(section.trim())).map(|props| {
+        props
+            .iter()
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect()
+    }))
+}
+
+/// Read an s3fs-format password file: `KEY:SECRET` lines apply to any
+/// bucket, `BUCKET:KEY:SECRET` lines to that bucket only (and win). Blank
+/// lines and `#` comments are skipped. The file must not be accessible by
+/// group or others, as s3fs insists too.
+pub fn read_passwd_file(path: &Path, bucket: &str) -> Result<Credentials, CredentialsError> {
+    let unreadable = |source| CredentialsError::Unreadable {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = fs::metadata(path).map_err(unreadable)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CredentialsError::TooOpen {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let text = fs::read_to_string(path).map_err(unreadable)?;
+    let mut default = None;
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let malformed = |reason| CredentialsError::Malformed {
+            path: path.to_owned(),
+            line: index + 1,
+            reason,
+        };
+        let fields: Vec<&str> = line.splitn(3, ':').collect();
+        let source = format!("passwd file {}", path.display());
+        match fields.as_slice() {
+            [key, secret] if !key.is_empty() && !secret.is_empty() => {
+                default.get_or_insert_with(|| Credentials::new(*key, *secret, None, source));
+            }
+            [b, key, secret] if !key.is_empty() && !secret.is_empty() => {
+                if *b == bucket {
+                    return Ok(Credentials::new(*key, *secret, None, source));
+                }
+            }
+            _ => return Err(malformed("expected KEY:SECRET or BUCKET:KEY:SECRET")),
+        }
+    }
+    default.ok_or_else(|| CredentialsError::NoEntry {
+        path: path.to_owned(),
+        bucket: bucket.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        let mut f = fs::File::create(&path).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn passwd_file_prefers_the_bucket_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_file(
+            dir.path(),
+            "passwd",
+            "# comment\nDEFKEY:defsecret\nphotos:PHOTOKEY:photo:secret\n",
+            0o600,
+        );
+        let c = read_passwd_file(&path, "photos").unwrap();
+        assert_eq!(c.access_key_id, "PHOTOKEY");
+        assert_eq!(c.secret_access_key(), "photo:secret");
+        let c = read_passwd_file(&path, "other").unwrap();
+        assert_eq!(c.access_key_id, "DEFKEY");
+    }
+
+    #[test]
+    fn passwd_file_readable_by_others_is_refused_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_file(dir.path(), "passwd", "KEY:topsecret\n", 0o644);
+        let err = read_passwd_file(&path, "b").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("chmod 600"), "{msg}");
+        assert!(!msg.contains("topsecret"));
+    }
+
+    #[test]
+    fn malformed_passwd_line_names_the_line_not_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_file(dir.path(), "passwd", "\njustakeywithnosecret\n", 0o600);
+        let msg = read_passwd_file(&path, "b").unwrap_err().to_string();
+        assert!(msg.contains("line 2"), "{msg}");
+        assert!(!msg.contains("justakey"), "{msg}");
+    }
+
+    #[test]
+    fn order_is_passwd_then_profile_then_env_then_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(
+            dir.path(),
+            ".aws/credentials",
+            "[default]\naws_access_key_id = FILEKEY\naws_secret_access_key = filesecret\n\
+             [work]\naws_access_key_id=WORKKEY\naws_secret_access_key=worksecret\naws_session_token=tok\n",
+            0o600,
+        );
+        write_file(
+            dir.path(),
+            ".aws/config",
+            "[profile work]\nregion = eu-central-003\n",
+            0o600,
+        );
+        let mut sources = CredentialSources {
+            home: Some(dir.path().to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(sources.resolve("b").unwrap().access_key_id, "FILEKEY");
+
+        sources
+            .env
+            .insert("B2_APPLICATION_KEY_ID".into(), "B2KEY".into());
+        sources
+            .env
+            .insert("B2_APPLICATION_KEY".into(), "b2secret".into());
+        assert_eq!(sources.resolve("b").unwrap().access_key_id, "B2KEY");
+
+        sources
+            .env
+            .insert("AWS_ACCESS_KEY_ID".into(), "ENVKEY".into());
+        sources
+            .env
+            .insert("AWS_SECRET_ACCESS_KEY".into(), "envsecret".into());
+        assert_eq!(sources.resolve("b").unwrap().access_key_id, "ENVKEY");
+
+        sources.profile = Some("work".into());
+        let c = sources.resolve("b").unwrap();
+        assert_eq!(c.access_key_id, "WORKKEY");
+        assert_eq!(c.session_token(), Some("tok"));
+        assert_eq!(sources.profile_region().as_deref(), Some("eu-central-003"));
+    }
+
+    #[test]
+    fn missing_named_profile_is_an_error_not_a_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sources = CredentialSources {
+            home: Some(dir.path().to_owned()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            sources.resolve("b"),
+            Err(CredentialsError::NotFound)
+        ));
+        sources.env.insert("AWS_PROFILE".into(), "nope".into());
+        assert!(matches!(
+            sources.resolve("b"),
+            Err(CredentialsError::NoProfile { .. })
+        ));
+    }
+
+    #[test]
+    fn half_set_environment_is_reported() {
+        let mut sources = CredentialSources::default();
+        sources.env.insert("AWS_ACCESS_KEY_ID".into(), "K".into());
+        let msg = sources.resolve("b").unwrap_err().to_string();
+        assert!(msg.contains("AWS_SECRET_ACCESS_KEY"), "{msg}");
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let c = Credentials::new("AKID", "s3cr3t", Some("t0ken".into()), "test");
+        let shown = format!("{c:?}");
+        assert!(shown.contains("AKID"));
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("t0ken"),
+            "{shown}"
+        );
+    }
+}

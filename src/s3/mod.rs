@@ -1,0 +1,33 @@
+//! The S3 client: every request bucketfs sends to the object store.
+//!
+//! Layout: `client` (configuration, one signed request, the retry loop),
+//! one module per family of operations (`objects`, `listing`, `multipart`,
+//! `bucket`), and the pieces they share: `endpoint` (URLs and addressing),
+//! `credentials`, `signing` (SigV4), `sse` (encryption headers), `encode`
+//! (key and query encoding), `xml` (bodies), `retry` (when to try again) and
+//! `error` (what went wrong). This layer knows nothing of files or inodes.
+
+mod bucket;
+mod client;
+pub mod credentials;
+pub mod encode;
+pub mod endpoint;
+mod error;
+mod listing;
+mod multipart;
+mod objects;
+mod retry;
+mod signing;
+pub mod sse;
+mod types;
+pub mod xml;
+
+pub use client::{ClientBuildError, S3Client, S3Config};
+pub use credentials::{CredentialSources, Credentials, CredentialsError};
+pub use endpoint::{Addressing, Endpoint, EndpointError};
+pub use error::{ErrorKind, S3Error};
+pub use multipart::MAX_PARTS;
+pub use objects::DELETE_BATCH;
+pub use retry::RetryPolicy;
+pub use sse::{ServerSideEncryption, SseCustomerKey};
+pub use types::*;

@@ -1,0 +1,191 @@
+//! Multipart uploads: CreateMultipartUpload, UploadPart, UploadPartCopy,
+//! CompleteMultipartUpload, AbortMultipartUpload and ListParts.
+//!
+//! Parts are numbered 1..=10,000; every part but the last must be at least
+//! 5 MiB (B2: 5 MB). Choosing part sizes is the writer's job, not this
+//! module's.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use reqwest::Method;
+
+use super::client::{Request, S3Client};
+use super::error::S3Error;
+use super::types::*;
+use super::xml::{self, unquote_etag};
+
+/// Highest part number S3 accepts.
+pub const MAX_PARTS: u32 = 10_000;
+
+fn check_part_number(op: &'static str, key: &str, n: u32) -> Result<(), S3Error> {
+    if (1..=MAX_PARTS).contains(&n) {
+        Ok(())
+    } else {
+        Err(S3Error::invalid_request(
+            op,
+            Some(key),
+            format!("part number {n} is outside 1..=10000"),
+        ))
+    }
+}
+
+impl S3Client {
+    /// Start a multipart upload; `options` are the final object's metadata.
+    pub async fn create_multipart_upload(
+        &self,
+        key: &str,
+        options: &PutOptions,
+    ) -> Result<UploadId, S3Error> {
+        let mut req =
+            Request::new("CreateMultipartUpload", Method::POST, Some(key)).query("uploads", "");
+        req = req.put_options(options)?;
+        self.sse().apply_for_write(&mut req.headers);
+        let (_, _, body) = self.send(&req).await?;
+        req.parse(&body, xml::parse_initiate_multipart)
+    }
+
+    /// Upload one part, with `Content-MD5`.
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &UploadId,
+        part_number: u32,
+        body: Bytes,
+    ) -> Result<CompletedPart, S3Error> {
+        check_part_number("UploadPart", key, part_number)?;
+        let md5 = Md5::digest(&body);
+        let mut req = Request::new("UploadPart", Method::PUT, Some(key))
+            .query("partNumber", part_number.to_string())
+            .query("uploadId", upload_id.0.clone())
+            .body_with_md5(body);
+        self.sse().apply_for_access(&mut req.headers);
+        let (_, headers, _) = self.send(&req).await?;
+        let etag = headers
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(unquote_etag)
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| S3Error::invalid_response(req.op, Some(key), "no ETag for the part"))?;
+        self.check_etag(req.op, key, &etag, &md5);
+        Ok(CompletedPart { part_number, etag })
+    }
+
+    /// Copy a byte range of an existing object into a part, server-side.
+    pub async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &UploadId,
+        part_number: u32,
+        source: &CopySource,
+        range: Range<u64>,
+    ) -> Result<CompletedPart, S3Error> {
+        check_part_number("UploadPartCopy", key, part_number)?;
+        if range.start >= range.end {
+            return Err(S3Error::invalid_request(
+                "UploadPartCopy",
+                Some(key),
+                "empty source range",
+            ));
+        }
+        let mut req = Request::new("UploadPartCopy", Method::PUT, Some(key))
+            .query("partNumber", part_number.to_string())
+            .query("uploadId", upload_id.0.clone())
+            .header(
+                "x-amz-copy-source",
+                &self.copy_source_header(&source.key, source.version_id.as_deref()),
+            )?
+            .header(
+                "x-amz-copy-source-range",
+                &format!("bytes={}-{}", range.start, range.end - 1),
+            )?;
+        self.sse().apply_for_access(&mut req.headers);
+        self.sse().apply_for_copy_source(&mut req.headers);
+        let (_, _, body) = self.send(&req).await?;
+        let (etag, _) = req.parse(&body, |t| xml::parse_etag_result(t, "CopyPartResult"))?;
+        Ok(CompletedPart { part_number, etag })
+    }
+
+    /// Complete an upload from its parts (in ascending part order).
+    pub async fn complete_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &UploadId,
+        parts: &[CompletedPart],
+    ) -> Result<PutObjectOutput, S3Error> {
+        if parts.is_empty()
+            || parts
+                .windows(2)
+                .any(|w| w[0].part_number >= w[1].part_number)
+        {
+            return Err(S3Error::invalid_request(
+                "CompleteMultipartUpload",
+                Some(key),
+                "parts must be non-empty and in ascending order",
+            ));
+        }
+        let req = Request::new("CompleteMultipartUpload", Method::POST, Some(key))
+            .query("uploadId", upload_id.0.clone())
+            .body_with_md5(Bytes::from(xml::complete_multipart_body(parts)));
+        let (_, headers, body) = self.send(&req).await?;
+        let (etag, _) = req.parse(&body, |t| {
+            xml::parse_etag_result(t, "CompleteMultipartUploadResult")
+        })?;
+        Ok(PutObjectOutput {
+            etag,
+            version_id: headers
+                .get("x-amz-version-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| *v != "null")
+                .map(str::to_owned),
+        })
+    }
+
+    /// Abort an upload and free its parts. Aborting one that is already gone
+    /// (404 NoSuchUpload) counts as done.
+    pub async fn abort_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &UploadId,
+    ) -> Result<(), S3Error> {
+        let req = Request::new("AbortMultipartUpload", Method::DELETE, Some(key))
+            .query("uploadId", upload_id.0.clone());
+        match self.send(&req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every part uploaded so far, following pagination.
+    pub async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &UploadId,
+    ) -> Result<Vec<PartInfo>, S3Error> {
+        let mut marker: Option<u32> = None;
+        let mut all = Vec::new();
+        loop {
+            let mut req = Request::new("ListParts", Method::GET, Some(key))
+                .query("uploadId", upload_id.0.clone());
+            if let Some(m) = marker {
+                req = req.query("part-number-marker", m.to_string());
+            }
+            let (_, _, body) = self.send(&req).await?;
+            let (parts, next) = req.parse(&body, xml::parse_list_parts)?;
+            all.extend(parts);
+            match next {
+                Some(n) if Some(n) != marker => marker = Some(n),
+                Some(_) => {
+                    return Err(S3Error::invalid_response(
+                        req.op,
+                        Some(key),
+                        "same part marker twice",
+                    ))
+                }
+                None => return Ok(all),
+            }
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! Object operations: HeadObject, GetObject, PutObject, CopyObject,
+//! DeleteObject and DeleteObjects.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use md5::{Digest, Md5};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+
+use super::client::{transport_error_for, Request, S3Client};
+use super::error::{ErrorKind, S3Error};
+use super::types::*;
+use super::xml::{self, parse_timestamp, unquote_etag};
+
+/// DeleteObjects takes at most this many keys per request.
+pub const DELETE_BATCH: usize = 1000;
+
+use super::client::META_PREFIX;
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Read object metadata from response headers. `size` is the whole object's
+/// size, which the caller works out (Content-Length or Content-Range).
+fn meta_from_headers(headers: &HeaderMap, size: u64) -> ObjectMeta {
+    let mut user_metadata = BTreeMap::new();
+    for (name, value) in headers {
+        if let Some(meta_name) = name.as_str().strip_prefix(META_PREFIX) {
+            user_metadata.insert(
+                meta_name.to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            );
+        }
+    }
+    ObjectMeta {
+        size,
+        etag: header_str(headers, "etag")
+            .map(unquote_etag)
+            .unwrap_or_default(),
+        last_modified: header_str(headers, "last-modified")
+            .and_then(parse_timestamp)
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+        content_type: header_str(headers, "content-type").map(str::to_owned),
+        version_id: header_str(headers, "x-amz-version-id")
+            .filter(|v| !v.is_empty() && *v != "null")
+            .map(str::to_owned),
+        user_metadata,
+    }
+}
+
+/// Parse `Content-Range: bytes START-END/TOTAL` into `(START..END+1, TOTAL)`.
+fn parse_content_range(value: &str) -> Option<(Range<u64>, u64)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (start, end) = span.split_once('-')?;
+    let start: u64 = start.parse().ok()?;
+    let end: u64 = end.parse().ok()?;
+    let total: u64 = total.parse().ok()?;
+    (start <= end && end < total).then_some((start..end + 1, total))
+}
+
+impl S3Client {
+    /// HeadObject: the metadata of an object (or of one version of it).
+    pub async fn head_object(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<ObjectMeta, S3Error> {
+        let mut req = Request::new("HeadObject", Method::HEAD, Some(key));
+        if let Some(v) = version_id {
+            req = req.query("versionId", v);
+        }
+        self.sse().apply_for_access(&mut req.headers);
+        let (_, headers, _) = self.send(&req).await?;
+        let size = header_str(&headers, "content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| S3Error::invalid_response(req.op, Some(key), "no Content-Length"))?;
+        Ok(meta_from_headers(&headers, size))
+    }
+
+    /// GetObject with a streaming body. If the connection breaks mid-body,
+    /// the stream resumes with a ranged GET from the byte it reached,
+    /// conditioned on the same ETag so the bytes cannot come from a newer
+    /// object.
+    pub async fn get_object(
+        &self,
+        key: &str,
+        request: GetRequest,
+    ) -> Result<GetObjectOutput, S3Error> {
+        let op = "GetObject";
+        let req = self.get_request(key, &request)?;
+        let response = self.send_streaming(&req).await?;
+        if response.status() == StatusCode::NOT_MODIFIED {
+            return Ok(GetObjectOutput::NotModified);
+        }
+        let headers = response.headers();
+        let length: u64 = header_str(headers, "content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| S3Error::invalid_response(op, Some(key), "no Content-Length"))?;
+        let (range, total) = if response.status() == StatusCode::PARTIAL_CONTENT {
+            header_str(headers, "content-range")
+                .and_then(parse_content_range)
+                .ok_or_else(|| {
+                    S3Error::invalid_response(op, Some(key), "206 without a valid Content-Range")
+                })?
+        } else {
+            (0..length, length)
+        };
+        if range.end - range.start != length {
+            return Err(S3Error::invalid_response(
+                op,
+                Some(key),
+                "Content-Length does not match Content-Range",
+            ));
+        }
+        let meta = meta_from_headers(headers, total);
+        let body = ResumingBody {
+            client: self.clone(),
+            key: key.to_owned(),
+            version_id: request
+                .version_id
+                .clone()
+                .or_else(|| meta.version_id.clone()),
+            etag: meta.etag.clone(),
+            next: range.start,
+            end: range.end,
+            resumes_left: RESUMES,
+        }
+        .into_stream(response);
+        Ok(GetObjectOutput::Body { meta, range, body })
+    }
+
+    /// GetObject of a whole object or range into memory.
+    pub async fn get_object_bytes(
+        &self,
+        key: &str,
+        request: GetRequest,
+    ) -> Result<(ObjectMeta, Bytes), S3Error> {
+        match self.get_object(key, request).await? {
+            GetObjectOutput::Body {
+                meta,
+                mut body,
+                range,
+            } => {
+                let mut out = Vec::with_capacity((range.end - range.start) as usize);
+                while let Some(chunk) = body.next().await {
+                    out.extend_from_slice(&chunk?);
+                }
+                Ok((meta, Bytes::from(out)))
+            }
+            GetObjectOutput::NotModified => Err(S3Error::invalid_response(
+                "GetObject",
+                Some(key),
+                "304 Not Modified without If-None-Match",
+            )),
+        }
+    }
+
+    /// PutObject: store `body` as `key` in one request, with `Content-MD5`.
+    pub async fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        options: &PutOptions,
+    ) -> Result<PutObjectOutput, S3Error> {
+        let md5 = Md5::digest(&body);
+        let mut req = Request::new("PutObject", Method::PUT, Some(key)).body_with_md5(body);
+        req = req.put_options(options)?;
+        if options.if_none_match_any {
+            req = req.header("if-none-match", "*")?;
+        }
+        self.sse().apply_for_write(&mut req.headers);
+        let (_, headers, _) = self.send(&req).await?;
+        let out = PutObjectOutput {
+            etag: header_str(&headers, "etag")
+                .map(unquote_etag)
+                .unwrap_or_default(),
+            version_id: header_str(&headers, "x-amz-version-id")
+                .filter(|v| *v != "null")
+                .map(str::to_owned),
+        };
+        self.check_etag(req.op, key, &out.etag, &md5);
+        Ok(out)
+    }
+
+    /// Compare a returned ETag with the MD5 of what was sent. The server has
+    /// already checked `Content-MD5`, so a mismatch here means a server whose
+    /// ETags are not MD5s (some encrypt or compress): worth a warning, not a
+    /// failed write.
+    pub(crate) fn check_etag(&self, op: &'static str, key: &str, etag: &str, md5: &[u8]) {
+        if !self.sse().etag_is_md5()
+            || etag.len() != 32
+            || !etag.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return;
+        }
+        let expected: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+        if !etag.eq_ignore_ascii_case(&expected) {
+            tracing::warn!(
+                op,
+                key,
+                "server ETag {etag} is not the MD5 of the data sent ({expected})"
+            );
+        }
+    }
+
+    /// DeleteObject: delete the key (adding a delete marker in a versioned
+    /// bucket) or, with a version id, remove that version for good.
+    /// Deleting a key that does not exist succeeds, as in S3.
+    pub async fn delete_object(&self, key: &str, version_id: Option<&str>) -> Result<(), S3Error> {
+        let mut req = Request::new("DeleteObject", Method::DELETE, Some(key));
+        if let Some(v) = version_id {
+            req = req.query("versionId", v);
+        }
+        self.send(&req).await?;
+        Ok(())
+    }
+
+    /// DeleteObjects: delete many keys, in batches of at most 1,000. Returns
+    /// the keys the server could not delete; a request that fails as a whole
+    /// is an error.
+    pub async fn delete_objects(
+        &self,
+        objects: &[ObjectIdentifier],
+    ) -> Result<Vec<DeleteFailure>, S3Error> {
+        let mut failures = Vec::new();
+        for batch in objects.chunks(DELETE_BATCH) {
+            let body = Bytes::from(xml::delete_objects_body(batch));
+            let req = Request::new("DeleteObjects", Method::POST, None)
+                .query("delete", "")
+                .body_with_md5(body);
+            let (_, _, body) = self.send(&req).await?;
+            failures.extend(req.parse(&body, xml::parse_delete_result)?);
+        }
+        Ok(failures)
+    }
+
+    /// CopyObject: copy a whole object (at most 5 GiB; larger ones need
+    /// UploadPartCopy) within this bucket, keeping or replacing metadata.
+    pub async fn copy_object(
+        &self,
+        source: &CopySource,
+        dest_key: &str,
+        directive: &MetadataDirective,
+    ) -> Result<CopyObjectOutput, S3Error> {
+        let mut req = Request::new("CopyObject", Method::PUT, Some(dest_key)).header(
+            "x-amz-copy-source",
+            &self.copy_source_header(&source.key, source.version_id.as_deref()),
+        )?;
+        req = match directive {
+            MetadataDirective::Copy => req.header("x-amz-metadata-directive", "COPY")?,
+            MetadataDirective::Replace(options) => req
+                .header("x-amz-metadata-directive", "REPLACE")?
+                .put_options(options)?,
+        };
+        self.sse().apply_for_write(&mut req.headers);
+        self.sse().apply_for_copy_source(&mut req.headers);
+        let (_, headers, body) = self.send(&req).await?;
+        let (etag, modified) =
+            req.parse(&body, |t| xml::parse_etag_result(t, "CopyObjectResult"))?;
+        Ok(CopyObjectOutput {
+            etag,
+            last_modified: modified.unwrap_or_else(SystemTime::now),
+            version_id: header_str(&headers, "x-amz-version-id")
+                .filter(|v| *v != "null")
+                .map(str::to_owned),
+        })
+    }
+}
+
+/// How many times one GetObject body may resume after a broken connection.
+const RESUMES: u32 = 5;
+
+/// State of a GetObject body that can resume where it broke off.
+struct ResumingBody {
+    client: S3Client,
+    key: String,
+    version_id: Option<String>,
+    etag: String,
+    /// Offset of the next byte the reader expects.
+    next: u64,
+    /// End (exclusive) of the range asked for.
+    end: u64,
+    resumes_left: u32,
+}
+
+impl ResumingBody {
+    fn into_stream(self, first: reqwest::Response) -> ByteStream {
+        let state = (self, Some(first.bytes_stream().boxed()));
+        Box::pin(futures::stream::unfold(
+            state,
+            |(mut this, mut stream)| async move {
+                loop {
+                    if this.next >= this.end {
+                        return None;
+                    }
+                    let current = stream.as_mut()?;
+                    let failure = match current.next().await {
+                        Some(Ok(chunk)) => {
+                            this.next += chunk.len() as u64;
+                            return Some((Ok(chunk), (this, stream)));
+                        }
+                        Some(Err(e)) => transport_error_for("GetObject", Some(&this.key), &e),
+                        None => S3Error::new(
+                            "GetObject",
+                            Some(&this.key),
+                            ErrorKind::Transport {
+                                detail: format!("body ended {} bytes early", this.end - this.next),
+                                timeout: false,
+                            },
+                        ),
+                    };
+                    if this.resumes_left == 0 || this.etag.is_empty() {
+                        return Some((Err(failure), (this, None)));
+                    }
+                    this.resumes_left -= 1;
+                    tracing::warn!(key = this.key, offset = this.next, "{failure}; resuming");
+                    let request = GetRequest {
+                        range: Some(this.next..this.end),
+                        version_id: this.version_id.clone(),
+                        if_match: Some(this.etag.clone()),
+                        if_none_match: None,
+                    };
+                    let resumed = this.client.get_object_raw(&this.key, &request).await;
+                    match resumed {
+                        Ok(response) => stream = Some(response.bytes_stream().boxed()),
+                        Err(e) => return Some((Err(e), (this, None))),
+                    }
+                }
+            },
+        ))
+    }
+}
+
+impl S3Client {
+    fn get_request<'k>(&self, key: &'k str, request: &GetRequest) -> Result<Request<'k>, S3Error> {
+        let mut req = Request::new("GetObject", Method::GET, Some(key));
+        if let Some(v) = &request.version_id {
+            req = req.query("versionId", v.clone());
+        }
+        if let Some(range) = &request.range {
+            if range.start >= range.end {
+                // A zero-length range cannot be expressed in HTTP.
+                return Err(S3Error::invalid_request(
+                    req.op,
+                    Some(key),
+                    "empty byte range",
+                ));
+            }
+            req = req.header("range", &format!("bytes={}-{}", range.start, range.end - 1))?;
+        }
+        if let Some(etag) = &request.if_match {
+            req = req.header("if-match", &format!("\"{etag}\""))?;
+        }
+        if let Some(etag) = &request.if_none_match {
+            req = req.header("if-none-match", &format!("\"{etag}\""))?;
+        }
+        self.sse().apply_for_access(&mut req.headers);
+        Ok(req)
+    }
+
+    /// A ranged GET returning the raw response, used to resume a body.
+    async fn get_object_raw(
+        &self,
+        key: &str,
+        request: &GetRequest,
+    ) -> Result<reqwest::Response, S3Error> {
+        let req = self.get_request(key, request)?;
+        let response = self.send_streaming(&req).await?;
+        if response.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(S3Error::invalid_response(
+                req.op,
+                Some(key),
+                "server ignored the Range of a resumed read",
+            ));
+        }
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parses_and_rejects_nonsense() {
+        assert_eq!(parse_content_range("bytes 0-99/1000"), Some((0..100, 1000)));
+        assert_eq!(parse_content_range("bytes 5-5/6"), Some((5..6, 6)));
+        assert_eq!(parse_content_range("bytes 10-5/100"), None);
+        assert_eq!(parse_content_range("bytes 0-100/100"), None);
+        assert_eq!(parse_content_range("bytes */100"), None);
+    }
+}

@@ -1,0 +1,665 @@
+//! S3's XML bodies: parsing responses into the types of `types.rs`, and
+//! writing the few request bodies S3 takes (CompleteMultipartUpload, Delete,
+//! bucket configuration).
+//!
+//! Parsing is tolerant of elements we do not know (servers add their own) and
+//! strict about the ones we need: a missing key or a size that is not a
+//! number is an error, never a default that would show a wrong file.
+
+use std::time::SystemTime;
+
+use quick_xml::escape::escape;
+use serde::Deserialize;
+
+use super::encode::decode_listed_key;
+use super::types::*;
+
+/// Why a body could not be understood. Turned into `S3Error::InvalidResponse`
+/// by the caller, which knows the operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XmlError(pub String);
+
+impl std::fmt::Display for XmlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn from_xml<'de, T: Deserialize<'de>>(body: &'de str, what: &str) -> Result<T, XmlError> {
+    quick_xml::de::from_str(body).map_err(|e| XmlError(format!("malformed {what} XML: {e}")))
+}
+
+/// Parse an S3 timestamp: ISO 8601 as listings give it, or an HTTP date.
+pub fn parse_timestamp(value: &str) -> Option<SystemTime> {
+    let value = value.trim();
+    humantime::parse_rfc3339_weak(value.trim_end_matches('Z'))
+        .ok()
+        .or_else(|| httpdate::parse_http_date(value).ok())
+}
+
+fn timestamp(value: &str, what: &str) -> Result<SystemTime, XmlError> {
+    parse_timestamp(value).ok_or_else(|| XmlError(format!("bad {what} timestamp {value:?}")))
+}
+
+/// Remove the quotes S3 puts around ETags (and a weak-validator prefix).
+pub fn unquote_etag(etag: &str) -> String {
+    etag.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// Decode a listed key if the server says it url-encoded the listing.
+fn listed_key(raw: String, url_encoded: bool, undecodable: &mut Vec<String>) -> Option<String> {
+    if !url_encoded {
+        return Some(raw);
+    }
+    match decode_listed_key(&raw) {
+        Some(key) => Some(key),
+        None => {
+            undecodable.push(raw);
+            None
+        }
+    }
+}
+
+fn is_url(encoding: &Option<String>) -> bool {
+    encoding
+        .as_deref()
+        .is_some_and(|e| e.eq_ignore_ascii_case("url"))
+}
+
+// ---- error bodies -------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct ErrorXml {
+    code: String,
+    message: String,
+    request_id: Option<String>,
+}
+
+/// What an error body said.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+/// Parse an error body: S3's `<Error>` XML or, as B2 sometimes sends with a
+/// 5xx, JSON (`{"code": ..., "message": ...}`). `None` if it is neither.
+pub fn parse_error_body(body: &str) -> Option<ErrorBody> {
+    let trimmed = body.trim_start();
+    if trimmed.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(trimmed).ok()?;
+        let code = v.get("code")?.as_str()?.to_owned();
+        let message = v
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        return Some(ErrorBody {
+            code,
+            message,
+            request_id: None,
+        });
+    }
+    if !is_error_document(trimmed) {
+        return None;
+    }
+    let e: ErrorXml = quick_xml::de::from_str(trimmed).ok()?;
+    (!e.code.is_empty()).then_some(ErrorBody {
+        code: e.code,
+        message: e.message,
+        request_id: e.request_id,
+    })
+}
+
+/// Whether a body is an `<Error>` document. CopyObject, UploadPartCopy and
+/// CompleteMultipartUpload can answer 200 and still have failed.
+pub fn is_error_document(body: &str) -> bool {
+    let mut rest = body.trim_start();
+    if rest.starts_with("<?xml") {
+        match rest.find("?>") {
+            Some(end) => rest = rest[end + 2..].trim_start(),
+            None => return false,
+        }
+    }
+    rest.starts_with("<Error>") || rest.starts_with("<Error ")
+}
+
+// ---- ListObjectsV2 ------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListBucketResultXml {
+    #[serde(default)]
+    contents: Vec<ContentsXml>,
+    #[serde(default)]
+    common_prefixes: Vec<PrefixXml>,
+    #[serde(default)]
+    is_truncated: bool,
+    next_continuation_token: Option<String>,
+    encoding_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContentsXml {
+    key: String,
+    last_modified: String,
+    #[serde(rename = "ETag", default)]
+    etag: String,
+    size: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PrefixXml {
+    prefix: String,
+}
+
+pub fn parse_list_objects(body: &str) -> Result<ListPage, XmlError> {
+    let xml: ListBucketResultXml = from_xml(body, "ListObjectsV2")?;
+    let url = is_url(&xml.encoding_type);
+    let mut page = ListPage::default();
+    for c in xml.contents {
+        let last_modified = timestamp(&c.last_modified, "LastModified")?;
+        if let Some(key) = listed_key(c.key, url, &mut page.undecodable_keys) {
+            page.objects.push(ObjectInfo {
+                key,
+                size: c.size,
+                etag: unquote_etag(&c.etag),
+                last_modified,
+            });
+        }
+    }
+    for p in xml.common_prefixes {
+        if let Some(prefix) = listed_key(p.prefix, url, &mut page.undecodable_keys) {
+            page.common_prefixes.push(prefix);
+        }
+    }
+    if xml.is_truncated {
+        match xml.next_continuation_token {
+            Some(token) if !token.is_empty() => page.next_continuation_token = Some(token),
+            _ => {
+                return Err(XmlError(
+                    "listing is truncated but has no NextContinuationToken".into(),
+                ))
+            }
+        }
+    }
+    Ok(page)
+}
+
+// ---- ListObjectVersions -------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct ListVersionsXml {
+    #[serde(rename = "$value", default)]
+    items: Vec<VersionsItem>,
+}
+
+/// Children of `<ListVersionsResult>` in document order, so that versions and
+/// delete markers keep their relative order.
+#[derive(Debug, Deserialize)]
+enum VersionsItem {
+    Version(VersionXml),
+    DeleteMarker(VersionXml),
+    CommonPrefixes(PrefixXml),
+    IsTruncated(bool),
+    NextKeyMarker(String),
+    NextVersionIdMarker(String),
+    EncodingType(String),
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct VersionXml {
+    key: String,
+    version_id: String,
+    #[serde(default)]
+    is_latest: bool,
+    last_modified: String,
+    #[serde(rename = "ETag", default)]
+    etag: String,
+    #[serde(default)]
+    size: u64,
+}
+
+pub fn parse_list_versions(body: &str) -> Result<VersionPage, XmlError> {
+    let xml: ListVersionsXml = from_xml(body, "ListObjectVersions")?;
+    let url = xml
+        .items
+        .iter()
+        .any(|i| matches!(i, VersionsItem::EncodingType(e) if e.eq_ignore_ascii_case("url")));
+    let mut page = VersionPage::default();
+    let mut truncated = false;
+    let mut next_key = None;
+    let mut next_version = None;
+    for item in xml.items {
+        match item {
+            VersionsItem::Version(v) => {
+                let last_modified = timestamp(&v.last_modified, "LastModified")?;
+                if let Some(key) = listed_key(v.key, url, &mut page.undecodable_keys) {
+                    page.versions.push(ObjectVersion {
+                        key,
+                        version_id: v.version_id,
+                        is_latest: v.is_latest,
+                        last_modified,
+                        kind: VersionKind::Object {
+                            size: v.size,
+                            etag: unquote_etag(&v.etag),
+                        },
+                    });
+                }
+            }
+            VersionsItem::DeleteMarker(v) => {
+                let last_modified = timestamp(&v.last_modified, "LastModified")?;
+                if let Some(key) = listed_key(v.key, url, &mut page.undecodable_keys) {
+                    page.versions.push(ObjectVersion {
+                        key,
+                        version_id: v.version_id,
+                        is_latest: v.is_latest,
+                        last_modified,
+                        kind: VersionKind::DeleteMarker,
+                    });
+                }
+            }
+            VersionsItem::CommonPrefixes(p) => {
+                if let Some(prefix) = listed_key(p.prefix, url, &mut page.undecodable_keys) {
+                    page.common_prefixes.push(prefix);
+                }
+            }
+            VersionsItem::IsTruncated(t) => truncated = t,
+            VersionsItem::NextKeyMarker(k) => next_key = Some(k),
+            VersionsItem::NextVersionIdMarker(v) => next_version = Some(v),
+            VersionsItem::EncodingType(_) | VersionsItem::Other => {}
+        }
+    }
+    // S3 sends entries by key and, within a key, newest first with delete
+    // markers in place. Some servers (moto) send all versions and then all
+    // delete markers; restore the S3 order. The sort is stable, so entries
+    // with equal times keep the server's order.
+    page.versions.sort_by(|a, b| {
+        a.key
+            .cmp(&b.key)
+            .then(b.is_latest.cmp(&a.is_latest))
+            .then(b.last_modified.cmp(&a.last_modified))
+    });
+    if truncated {
+        // The key marker is echoed encoded like the keys; it is sent back as
+        // a parameter, so it must be decoded to the key it names.
+        let key = next_key.filter(|k| !k.is_empty()).ok_or_else(|| {
+            XmlError("version listing is truncated but has no NextKeyMarker".into())
+        })?;
+        let key = if url {
+            decode_listed_key(&key).ok_or_else(|| XmlError("undecodable NextKeyMarker".into()))?
+        } else {
+            key
+        };
+        page.next_key_marker = Some(key);
+        page.next_version_id_marker = next_version.filter(|v| !v.is_empty());
+    }
+    Ok(page)
+}
+
+// ---- multipart ----------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InitiateXml {
+    upload_id: String,
+}
+
+pub fn parse_initiate_multipart(body: &str) -> Result<UploadId, XmlError> {
+    let xml: InitiateXml = from_xml(body, "CreateMultipartUpload")?;
+    if xml.upload_id.is_empty() {
+        return Err(XmlError("empty UploadId".into()));
+    }
+    Ok(UploadId(xml.upload_id))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ETagResultXml {
+    #[serde(rename = "ETag")]
+    etag: String,
+    last_modified: Option<String>,
+}
+
+/// The ETag (and time) in a CopyObjectResult, CopyPartResult or
+/// CompleteMultipartUploadResult.
+pub fn parse_etag_result(body: &str, what: &str) -> Result<(String, Option<SystemTime>), XmlError> {
+    let xml: ETagResultXml = from_xml(body, what)?;
+    let modified = match xml.last_modified {
+        Some(t) => Some(timestamp(&t, "LastModified")?),
+        None => None,
+    };
+    Ok((unquote_etag(&xml.etag), modified))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListPartsXml {
+    #[serde(default)]
+    part: Vec<PartXml>,
+    #[serde(default)]
+    is_truncated: bool,
+    next_part_number_marker: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PartXml {
+    part_number: u32,
+    #[serde(rename = "ETag")]
+    etag: String,
+    size: u64,
+}
+
+/// One page of ListParts and the marker for the next.
+pub fn parse_list_parts(body: &str) -> Result<(Vec<PartInfo>, Option<u32>), XmlError> {
+    let xml: ListPartsXml = from_xml(body, "ListParts")?;
+    let parts = xml
+        .part
+        .into_iter()
+        .map(|p| PartInfo {
+            part_number: p.part_number,
+            etag: unquote_etag(&p.etag),
+            size: p.size,
+        })
+        .collect();
+    let next =
+        if xml.is_truncated {
+            Some(xml.next_part_number_marker.ok_or_else(|| {
+                XmlError("ListParts truncated without NextPartNumberMarker".into())
+            })?)
+        } else {
+            None
+        };
+    Ok((parts, next))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListUploadsXml {
+    #[serde(default)]
+    upload: Vec<UploadXml>,
+    #[serde(default)]
+    is_truncated: bool,
+    next_key_marker: Option<String>,
+    next_upload_id_marker: Option<String>,
+    encoding_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UploadXml {
+    key: String,
+    upload_id: String,
+    initiated: String,
+}
+
+/// One page of ListMultipartUploads: uploads and `(key, upload id)` markers.
+pub type UploadsPage = (Vec<MultipartUploadInfo>, Option<(String, String)>);
+
+pub fn parse_list_uploads(body: &str) -> Result<UploadsPage, XmlError> {
+    let xml: ListUploadsXml = from_xml(body, "ListMultipartUploads")?;
+    let url = is_url(&xml.encoding_type);
+    let mut undecodable = Vec::new();
+    let mut uploads = Vec::new();
+    for u in xml.upload {
+        let initiated = timestamp(&u.initiated, "Initiated")?;
+        if let Some(key) = listed_key(u.key, url, &mut undecodable) {
+            uploads.push(MultipartUploadInfo {
+                key,
+                upload_id: UploadId(u.upload_id),
+                initiated,
+            });
+        }
+    }
+    let next = if xml.is_truncated {
+        let key = xml.next_key_marker.unwrap_or_default();
+        let key = if url {
+            decode_listed_key(&key).unwrap_or(key)
+        } else {
+            key
+        };
+        Some((key, xml.next_upload_id_marker.unwrap_or_default()))
+    } else {
+        None
+    };
+    Ok((uploads, next))
+}
+
+// ---- bucket -------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct VersioningXml {
+    status: Option<String>,
+}
+
+pub fn parse_versioning(body: &str) -> Result<VersioningStatus, XmlError> {
+    let xml: VersioningXml = from_xml(body, "GetBucketVersioning")?;
+    Ok(match xml.status.as_deref().map(str::trim) {
+        Some("Enabled") => VersioningStatus::Enabled,
+        Some("Suspended") => VersioningStatus::Suspended,
+        None | Some("") => VersioningStatus::Unversioned,
+        Some(other) => return Err(XmlError(format!("unknown versioning status {other:?}"))),
+    })
+}
+
+// ---- DeleteObjects ------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeleteResultXml {
+    #[serde(default)]
+    error: Vec<DeleteErrorXml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeleteErrorXml {
+    key: String,
+    version_id: Option<String>,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// The keys a DeleteObjects request failed to delete.
+pub fn parse_delete_result(body: &str) -> Result<Vec<DeleteFailure>, XmlError> {
+    let xml: DeleteResultXml = from_xml(body, "DeleteObjects")?;
+    Ok(xml
+        .error
+        .into_iter()
+        .map(|e| DeleteFailure {
+            key: e.key,
+            version_id: e.version_id,
+            code: e.code,
+            message: e.message,
+        })
+        .collect())
+}
+
+// ---- request bodies -----------------------------------------------------
+
+pub fn complete_multipart_body(parts: &[CompletedPart]) -> String {
+    let mut out = String::from("<CompleteMultipartUpload>");
+    for p in parts {
+        out.push_str(&format!(
+            "<Part><PartNumber>{}</PartNumber><ETag>\"{}\"</ETag></Part>",
+            p.part_number,
+            escape(p.etag.as_str())
+        ));
+    }
+    out.push_str("</CompleteMultipartUpload>");
+    out
+}
+
+/// Quiet mode: the answer lists only failures.
+pub fn delete_objects_body(objects: &[ObjectIdentifier]) -> String {
+    let mut out = String::from("<Delete><Quiet>true</Quiet>");
+    for o in objects {
+        out.push_str("<Object><Key>");
+        out.push_str(&escape(o.key.as_str()));
+        out.push_str("</Key>");
+        if let Some(v) = &o.version_id {
+            out.push_str("<VersionId>");
+            out.push_str(&escape(v.as_str()));
+            out.push_str("</VersionId>");
+        }
+        out.push_str("</Object>");
+    }
+    out.push_str("</Delete>");
+    out
+}
+
+pub fn versioning_body(enabled: bool) -> String {
+    format!(
+        "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Status>{}</Status></VersioningConfiguration>",
+        if enabled { "Enabled" } else { "Suspended" }
+    )
+}
+
+pub fn create_bucket_body(region: &str) -> Option<String> {
+    (region != "us-east-1").then(|| {
+        format!(
+            "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+            escape(region)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_objects_with_url_encoding_and_prefixes() {
+        let body = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Name>b</Name><Prefix></Prefix><KeyCount>3</KeyCount><MaxKeys>2</MaxKeys>
+  <EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>
+  <Contents><Key>a+b%2Bc</Key><LastModified>2026-11-23T10:15:30.123Z</LastModified>
+    <ETag>&quot;0cc175b9c0f1b6a831c399e269772661&quot;</ETag><Size>1</Size><StorageClass>STANDARD</StorageClass></Contents>
+  <Contents><Key>%FF</Key><LastModified>2026-11-23T10:15:30Z</LastModified><ETag>"x"</ETag><Size>2</Size></Contents>
+  <CommonPrefixes><Prefix>dir%20x/</Prefix></CommonPrefixes>
+  <NextContinuationToken>tok/en==</NextContinuationToken>
+</ListBucketResult>"#;
+        let page = parse_list_objects(body).unwrap();
+        assert_eq!(page.objects.len(), 1);
+        assert_eq!(page.objects[0].key, "a b+c");
+        assert_eq!(page.objects[0].etag, "0cc175b9c0f1b6a831c399e269772661");
+        assert_eq!(page.objects[0].size, 1);
+        assert_eq!(page.common_prefixes, vec!["dir x/"]);
+        assert_eq!(page.undecodable_keys, vec!["%FF"]);
+        assert_eq!(page.next_continuation_token.as_deref(), Some("tok/en=="));
+    }
+
+    #[test]
+    fn list_objects_without_encoding_keeps_keys_verbatim() {
+        let body = "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>a+b%20</Key>\
+            <LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"e\"</ETag><Size>5</Size></Contents></ListBucketResult>";
+        let page = parse_list_objects(body).unwrap();
+        assert_eq!(page.objects[0].key, "a+b%20");
+        assert!(page.next_continuation_token.is_none());
+    }
+
+    #[test]
+    fn truncated_listing_without_token_is_an_error_not_an_endless_loop() {
+        let body = "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>";
+        assert!(parse_list_objects(body).is_err());
+        let body = "<ListBucketResult><Contents><Key>k</Key><LastModified>x</LastModified><Size>1</Size></Contents></ListBucketResult>";
+        assert!(
+            parse_list_objects(body).is_err(),
+            "bad timestamp must not pass"
+        );
+    }
+
+    #[test]
+    fn versions_keep_document_order_with_delete_markers() {
+        let body = r#"<ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Name>b</Name><Prefix/><KeyMarker/><VersionIdMarker/><MaxKeys>3</MaxKeys><IsTruncated>true</IsTruncated>
+  <NextKeyMarker>a.txt</NextKeyMarker><NextVersionIdMarker>v1</NextVersionIdMarker>
+  <DeleteMarker><Key>a.txt</Key><VersionId>v3</VersionId><IsLatest>true</IsLatest><LastModified>2026-11-23T10:00:03.000Z</LastModified></DeleteMarker>
+  <Version><Key>a.txt</Key><VersionId>v2</VersionId><IsLatest>false</IsLatest><LastModified>2026-11-23T10:00:02.000Z</LastModified><ETag>"e2"</ETag><Size>20</Size></Version>
+  <Version><Key>a.txt</Key><VersionId>v1</VersionId><IsLatest>false</IsLatest><LastModified>2026-11-23T10:00:01.000Z</LastModified><ETag>"e1"</ETag><Size>10</Size></Version>
+</ListVersionsResult>"#;
+        let page = parse_list_versions(body).unwrap();
+        let ids: Vec<_> = page
+            .versions
+            .iter()
+            .map(|v| v.version_id.as_str())
+            .collect();
+        assert_eq!(ids, ["v3", "v2", "v1"]);
+        assert_eq!(page.versions[0].kind, VersionKind::DeleteMarker);
+        assert!(page.versions[0].is_latest);
+        assert_eq!(
+            page.versions[2].kind,
+            VersionKind::Object {
+                size: 10,
+                etag: "e1".into()
+            }
+        );
+        assert_eq!(page.next_key_marker.as_deref(), Some("a.txt"));
+        assert_eq!(page.next_version_id_marker.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn error_bodies_in_xml_and_json() {
+        let xml = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Reduce your rate</Message><RequestId>r1</RequestId></Error>";
+        assert!(is_error_document(xml));
+        let e = parse_error_body(xml).unwrap();
+        assert_eq!(
+            (e.code.as_str(), e.request_id.as_deref()),
+            ("SlowDown", Some("r1"))
+        );
+        let json =
+            r#"{"code": "service_unavailable", "message": "no tomes available", "status": 503}"#;
+        assert_eq!(parse_error_body(json).unwrap().code, "service_unavailable");
+        assert!(parse_error_body("<html>gateway</html>").is_none());
+        assert!(!is_error_document(
+            "<CopyObjectResult><ETag>x</ETag></CopyObjectResult>"
+        ));
+    }
+
+    #[test]
+    fn request_bodies_escape_keys() {
+        let body = delete_objects_body(&[ObjectIdentifier {
+            key: "a&b<c>".into(),
+            version_id: Some("v\"1".into()),
+        }]);
+        assert!(body.contains("<Key>a&amp;b&lt;c&gt;</Key>"), "{body}");
+        let body = complete_multipart_body(&[CompletedPart {
+            part_number: 1,
+            etag: "abc".into(),
+        }]);
+        assert_eq!(
+            body,
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"abc\"</ETag></Part></CompleteMultipartUpload>"
+        );
+    }
+
+    #[test]
+    fn versioning_states() {
+        assert_eq!(
+            parse_versioning(
+                "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>"
+            )
+            .unwrap(),
+            VersioningStatus::Enabled
+        );
+        assert_eq!(
+            parse_versioning("<VersioningConfiguration/>").unwrap(),
+            VersioningStatus::Unversioned
+        );
+    }
+}

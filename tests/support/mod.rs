@@ -1,0 +1,199 @@
+//! Test harness: a real S3 server on loopback, a fresh bucket per test, and
+//! a fault-injecting proxy.
+//!
+//! The server is moto (`tests/support/moto_server.py`) in SigV4-verifying
+//! mode, started once per test binary on a free 127.0.0.1 port. It holds our
+//! end of a pipe on its standard input and exits when that closes, so it
+//! dies with the test process however that ends; it is never looked up or
+//! killed by name. If it cannot start, the test fails with the reason.
+//!
+//! To run the same suite against another S3 server, set
+//! `BUCKETFS_TEST_ENDPOINT`, `BUCKETFS_TEST_ACCESS_KEY_ID`,
+//! `BUCKETFS_TEST_SECRET_ACCESS_KEY` (and optionally `BUCKETFS_TEST_REGION`).
+
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bucketfs::s3::{Credentials, Endpoint, RetryPolicy, S3Client, S3Config, VersioningStatus};
+
+pub struct TestServer {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Keeps the server alive: when dropped (at process exit) it sees EOF.
+    _lifeline: Option<Mutex<(Child, ChildStdin)>>,
+}
+
+static SERVER: OnceLock<TestServer> = OnceLock::new();
+static BUCKET_SEQ: AtomicU32 = AtomicU32::new(0);
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("BUCKETFS_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    if !venv.exists() {
+        panic!(
+            "the test S3 server needs {} (moto); run scripts/bootstrap first",
+            venv.display()
+        );
+    }
+    venv
+}
+
+/// The shared test server, started on first use.
+pub fn server() -> &'static TestServer {
+    SERVER.get_or_init(|| {
+        if let Ok(endpoint) = std::env::var("BUCKETFS_TEST_ENDPOINT") {
+            return TestServer {
+                endpoint,
+                region: std::env::var("BUCKETFS_TEST_REGION")
+                    .unwrap_or_else(|_| "us-east-1".into()),
+                access_key_id: std::env::var("BUCKETFS_TEST_ACCESS_KEY_ID")
+                    .expect("BUCKETFS_TEST_ACCESS_KEY_ID must be set with BUCKETFS_TEST_ENDPOINT"),
+                secret_access_key: std::env::var("BUCKETFS_TEST_SECRET_ACCESS_KEY").expect(
+                    "BUCKETFS_TEST_SECRET_ACCESS_KEY must be set with BUCKETFS_TEST_ENDPOINT",
+                ),
+                _lifeline: None,
+            };
+        }
+        start_moto()
+    })
+}
+
+fn start_moto() -> TestServer {
+    let log_dir = repo_root().join("target/test-logs");
+    std::fs::create_dir_all(&log_dir).expect("create target/test-logs");
+    let log_path = log_dir.join(format!("moto-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).expect("create moto log");
+    let mut child = Command::new(python())
+        .arg(repo_root().join("tests/support/moto_server.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the moto test server: {e}"));
+    let stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    // Read the READY line on a thread so that a server that hangs fails the
+    // test after a bounded wait instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let mut reader = BufReader::new(stdout);
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        // Drain anything else so the server never blocks on a full pipe.
+        let _ = reader.read_to_end(&mut Vec::new());
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(120))
+        .unwrap_or_default();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if fields.len() != 4 || fields[0] != "READY" {
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        panic!(
+            "the moto test server did not start; its log ({}):\n{log}",
+            log_path.display()
+        );
+    }
+    TestServer {
+        endpoint: format!("http://127.0.0.1:{}", fields[1]),
+        region: "us-east-1".into(),
+        access_key_id: fields[2].to_owned(),
+        secret_access_key: fields[3].to_owned(),
+        _lifeline: Some(Mutex::new((child, stdin))),
+    }
+}
+
+impl TestServer {
+    pub fn credentials(&self) -> Credentials {
+        Credentials::new(
+            &self.access_key_id,
+            &self.secret_access_key,
+            None,
+            "test server",
+        )
+    }
+
+    /// Client config for `bucket` on this server (or on `endpoint`, such as a
+    /// proxy in front of it), with quick retries so fault tests stay short.
+    pub fn config_via(&self, endpoint: &str, bucket: &str) -> S3Config {
+        let endpoint = Endpoint::resolve(Some(endpoint), Some(&self.region), bucket, true)
+            .expect("test endpoint resolves");
+        let mut config = S3Config::new(bucket, endpoint, self.credentials());
+        config.retry = RetryPolicy {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(500),
+        };
+        config.read_timeout = Duration::from_secs(10);
+        config
+    }
+
+    pub fn client(&self, bucket: &str) -> S3Client {
+        S3Client::new(self.config_via(&self.endpoint, bucket)).expect("client builds")
+    }
+}
+
+/// A bucket of its own for one test, with versioning on where the server
+/// supports it.
+pub async fn new_bucket(test: &str) -> S3Client {
+    let n = BUCKET_SEQ.fetch_add(1, Ordering::Relaxed);
+    let name: String = format!("t{}-{n}-{test}", std::process::id())
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let client = server().client(&name);
+    client.create_bucket().await.expect("create test bucket");
+    let _ = client.put_bucket_versioning(true).await;
+    client
+}
+
+/// Whether this bucket keeps versions; tests that need versioning skip
+/// (saying so) only where the server reports it lacks it.
+pub async fn versioning_enabled(client: &S3Client) -> bool {
+    let enabled = matches!(
+        client.get_bucket_versioning().await,
+        Ok(VersioningStatus::Enabled)
+    );
+    if !enabled {
+        eprintln!("SKIP: the test server does not support bucket versioning");
+    }
+    enabled
+}
+
+/// Poll `check` until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}

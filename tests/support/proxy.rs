@@ -1,0 +1,361 @@
+//! A fault-injecting HTTP proxy for tests: sits on 127.0.0.1 between the
+//! client under test and the S3 server, forwards requests unchanged (the Host
+//! header included, so signatures still verify), records every request, and
+//! injects the faults a test queues: error statuses with or without
+//! `Retry-After`, connections dropped before the response, bodies cut short.
+//! It can also terminate TLS with a certificate from a CA made for the test.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// What to do to one request instead of (or while) forwarding it.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status and an S3 error body, without forwarding.
+    Status {
+        status: u16,
+        code: &'static str,
+        retry_after: Option<u32>,
+    },
+    /// Forward, then close the connection without sending the response.
+    DropConnection,
+    /// Forward, send the headers and the first `n` body bytes, then reset.
+    CutBodyAfter(usize),
+}
+
+impl Fault {
+    pub fn slow_down() -> Self {
+        Fault::Status {
+            status: 503,
+            code: "SlowDown",
+            retry_after: None,
+        }
+    }
+
+    pub fn internal_error() -> Self {
+        Fault::Status {
+            status: 500,
+            code: "InternalError",
+            retry_after: None,
+        }
+    }
+}
+
+struct Planned {
+    method: Option<String>,
+    fault: Fault,
+    remaining: usize,
+}
+
+/// One request as the proxy saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub header_names: Vec<String>,
+    pub fault: Option<Fault>,
+}
+
+#[derive(Default)]
+struct State {
+    plan: VecDeque<Planned>,
+    seen: Vec<Seen>,
+}
+
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT` or `https://localhost:PORT`.
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A CA and a server certificate for `localhost` / 127.0.0.1 signed by it.
+pub struct TestTls {
+    pub ca_pem: String,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl TestTls {
+    pub fn generate() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "bucketfs test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+        let server_key = KeyPair::generate().expect("server key");
+        let server_params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("server params");
+        let server_cert = server_params
+            .signed_by(&server_key, &ca_cert, &ca_key)
+            .expect("server cert");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![server_cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+            )
+            .expect("server TLS config");
+        TestTls {
+            ca_pem: ca_cert.pem(),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        }
+    }
+}
+
+impl FaultProxy {
+    /// A plain-HTTP proxy to `upstream` (`http://127.0.0.1:PORT`).
+    pub async fn start(upstream: &str) -> Self {
+        Self::start_inner(upstream, None).await
+    }
+
+    /// An HTTPS proxy to `upstream`, serving the certificate of `tls`.
+    pub async fn start_tls(upstream: &str, tls: &TestTls) -> Self {
+        Self::start_inner(upstream, Some(tls.acceptor.clone())).await
+    }
+
+    async fn start_inner(upstream: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let url = match tls {
+            Some(_) => format!("https://localhost:{}", addr.port()),
+            None => format!("http://127.0.0.1:{}", addr.port()),
+        };
+        let state = Arc::new(Mutex::new(State::default()));
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("proxy client");
+        let task_state = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = task_state.clone();
+                let upstream = upstream.clone();
+                let http = http.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        handle(req, state.clone(), upstream.clone(), http.clone())
+                    });
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(tls_stream) = acceptor.accept(stream).await {
+                                let _ = http1::Builder::new()
+                                    .serve_connection(TokioIo::new(tls_stream), service)
+                                    .await;
+                            }
+                        }
+                        None => {
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        FaultProxy {
+            addr,
+            url,
+            state,
+            task,
+        }
+    }
+
+    /// Apply `fault` to the next `times` requests (of `method`, if given).
+    pub fn inject(&self, method: Option<&str>, fault: Fault, times: usize) {
+        self.state.lock().unwrap().plan.push_back(Planned {
+            method: method.map(str::to_owned),
+            fault,
+            remaining: times,
+        });
+    }
+
+    /// Faults still queued and not yet used.
+    pub fn pending_faults(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .plan
+            .iter()
+            .map(|p| p.remaining)
+            .sum()
+    }
+
+    /// Every request seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    pub fn clear_seen(&self) {
+        self.state.lock().unwrap().seen.clear();
+    }
+
+    /// Requests seen whose query string contains `needle` (for example
+    /// `list-type=2` for ListObjectsV2).
+    pub fn count(&self, method: &str, needle: &str) -> usize {
+        self.seen()
+            .iter()
+            .filter(|s| s.method == method && s.path_and_query.contains(needle))
+            .count()
+    }
+}
+
+fn take_fault(
+    state: &Mutex<State>,
+    method: &str,
+    path_and_query: &str,
+    header_names: Vec<String>,
+) -> Option<Fault> {
+    let mut state = state.lock().unwrap();
+    let index = state
+        .plan
+        .iter()
+        .position(|p| p.remaining > 0 && p.method.as_deref().is_none_or(|m| m == method));
+    let fault = index.map(|i| {
+        let planned = &mut state.plan[i];
+        planned.remaining -= 1;
+        let fault = planned.fault.clone();
+        if planned.remaining == 0 {
+            state.plan.remove(i);
+        }
+        fault
+    });
+    state.seen.push(Seen {
+        method: method.to_owned(),
+        path_and_query: path_and_query.to_owned(),
+        header_names,
+        fault: fault.clone(),
+    });
+    fault
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+    upstream: String,
+    http: reqwest::Client,
+) -> Result<Response<Body>, std::io::Error> {
+    let method = req.method().as_str().to_owned();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let header_names = req
+        .headers()
+        .keys()
+        .map(|n| n.as_str().to_owned())
+        .collect();
+    let fault = take_fault(&state, &method, &path_and_query, header_names);
+    if let Some(Fault::Status {
+        status,
+        code,
+        retry_after,
+    }) = &fault
+    {
+        let mut resp = Response::builder().status(*status);
+        if let Some(secs) = retry_after {
+            resp = resp.header("retry-after", secs.to_string());
+        }
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message><RequestId>proxy</RequestId></Error>"
+        );
+        return Ok(resp.body(full(body)).expect("response"));
+    }
+
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .to_bytes();
+    let mut forward = http.request(parts.method.clone(), format!("{upstream}{path_and_query}"));
+    for (name, value) in &parts.headers {
+        // The body is re-sent whole; its framing is reqwest's to set.
+        if name != "content-length" && name != "transfer-encoding" {
+            forward = forward.header(name, value);
+        }
+    }
+    let upstream_resp = forward
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+
+    if matches!(fault, Some(Fault::DropConnection)) {
+        // Returning an error makes hyper close the connection unanswered.
+        return Err(std::io::Error::other("injected: connection dropped"));
+    }
+    let mut resp = Response::builder().status(upstream_resp.status().as_u16());
+    for (name, value) in upstream_resp.headers() {
+        resp = resp.header(name, value);
+    }
+    let stream = upstream_resp
+        .bytes_stream()
+        .map(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
+    let body: Body = match fault {
+        Some(Fault::CutBodyAfter(limit)) => {
+            let mut sent = 0usize;
+            let cut = stream
+                .map(move |chunk| {
+                    let chunk = chunk?;
+                    if sent >= limit {
+                        return Err(std::io::Error::other("injected: body cut"));
+                    }
+                    let take = chunk.len().min(limit - sent);
+                    sent += take;
+                    Ok(chunk.slice(..take))
+                })
+                .scan(false, |done, item| {
+                    // Stop after the first error so hyper resets the stream.
+                    if *done {
+                        return futures::future::ready(None);
+                    }
+                    *done = item.is_err();
+                    futures::future::ready(Some(item))
+                });
+            BodyExt::boxed(StreamBody::new(cut.map(|r| r.map(Frame::data))))
+        }
+        _ => BodyExt::boxed(StreamBody::new(stream.map(|r| r.map(Frame::data)))),
+    };
+    Ok(resp.body(body).expect("response"))
+}
