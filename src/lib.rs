@@ -4,4 +4,7 @@
 //! subcommands) and `s3` (the object-store client). See ARCHITECTURE.md.
 
 pub mod cli;
+pub mod fs;
+pub mod fuse;
+pub mod read;
 pub mod s3;

@@ -34,7 +34,29 @@ fn timestamp(t: std::time::SystemTime) -> String {
         .replace('Z', "")
 }
 
-pub async fn run(args: LsArgs) -> anyhow::Result<()> {
+/// Run `bucketfs ls`; returns the exit code.
+pub fn main(args: LsArgs, debug: bool) -> i32 {
+    let _ = super::logging::init(debug, "warn", super::logging::LogTarget::Stderr);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bucketfs: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("bucketfs: {e:#}");
+            1
+        }
+    }
+}
+
+async fn run(args: LsArgs) -> anyhow::Result<()> {
     let client = args.s3.client(&args.source.bucket)?;
     let mut out = std::io::stdout().lock();
     if args.versions {

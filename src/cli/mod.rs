@@ -1,7 +1,10 @@
-//! The command line: argument parsing (clap, plus `-o` mount options),
-//! logging set-up, and dispatch to the subcommands.
+//! The command line: argument parsing (clap, plus `-o` mount options) and
+//! dispatch to the mount or a subcommand.
 
+mod daemon;
+mod logging;
 mod ls;
+pub mod mount;
 pub mod mount_options;
 pub mod s3_options;
 pub mod source;
@@ -10,15 +13,27 @@ pub mod units;
 use clap::{CommandFactory, Parser, Subcommand};
 
 /// Mount an S3-compatible bucket (Backblaze B2, AWS S3, ...) as a directory.
+///
+/// `bucketfs BUCKET[:/PREFIX] MOUNTPOINT` returns once the mount is live.
+/// Every --long-option can also be given as `-o long_option[=value]`.
 #[derive(Debug, Parser)]
-#[command(name = "bucketfs", version, about, long_about = None)]
+#[command(
+    name = "bucketfs",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
-    /// Log every request (to stderr).
+    /// Log every request (to stderr, or to the log when daemonized).
     #[arg(short, long, global = true)]
     pub debug: bool,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub mount: mount::MountArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -26,24 +41,6 @@ pub enum Command {
     /// List a bucket's keys (or versions) with the mount's client, to check
     /// credentials and endpoint.
     Ls(ls::LsArgs),
-}
-
-/// Logs go to stderr. `--debug` turns on bucketfs's request log;
-/// `BUCKETFS_LOG` sets bucketfs's level directly (`trace`, `debug`...).
-/// Other crates stay at `warn` whatever is asked, because HTTP and TLS
-/// internals at debug level would print request headers.
-fn init_logging(debug: bool) {
-    let level = std::env::var("BUCKETFS_LOG")
-        .ok()
-        .filter(|l| ["error", "warn", "info", "debug", "trace"].contains(&l.as_str()))
-        .unwrap_or_else(|| if debug { "debug" } else { "warn" }.to_owned());
-    let filter = tracing_subscriber::EnvFilter::new(format!("warn,bucketfs={level}"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 /// Run the command line; returns the process exit code.
@@ -56,27 +53,8 @@ pub fn main() -> i32 {
         }
     };
     let cli = Cli::parse_from(args);
-    init_logging(cli.debug);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bucketfs: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Ls(args) => ls::run(args).await,
-        }
-    });
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("bucketfs: {e:#}");
-            1
-        }
+    match cli.command {
+        Some(Command::Ls(args)) => ls::main(args, cli.debug),
+        None => mount::run(cli.mount, cli.debug),
     }
 }

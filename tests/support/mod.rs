@@ -13,6 +13,7 @@
 
 #![allow(dead_code)]
 
+pub mod mount;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read};
@@ -196,4 +197,63 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     check()
+}
+
+/// Deterministic, incompressible test data.
+pub fn test_data(len: usize, seed: u64) -> bytes::Bytes {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    bytes::Bytes::from(out)
+}
+
+/// Store `body` as `key` through the S3 API: one PUT, or a multipart upload
+/// of 8 MiB parts for large bodies.
+pub async fn upload(client: &S3Client, key: &str, body: bytes::Bytes) {
+    use bucketfs::s3::PutOptions;
+    const PART: usize = 8 * 1024 * 1024;
+    if body.len() <= PART {
+        client
+            .put_object(key, body, &PutOptions::default())
+            .await
+            .expect("put");
+        return;
+    }
+    let upload = client
+        .create_multipart_upload(key, &PutOptions::default())
+        .await
+        .expect("create upload");
+    let mut parts = Vec::new();
+    for (i, start) in (0..body.len()).step_by(PART).enumerate() {
+        let chunk = body.slice(start..(start + PART).min(body.len()));
+        parts.push(
+            client
+                .upload_part(key, &upload, i as u32 + 1, chunk)
+                .await
+                .expect("part"),
+        );
+    }
+    client
+        .complete_multipart_upload(key, &upload, &parts)
+        .await
+        .expect("complete");
+}
+
+/// Run blocking file-system calls off the async workers (the proxy and the
+/// client of a test share them).
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(data))
 }

@@ -1,0 +1,331 @@
+//! `bucketfs SOURCE MOUNTPOINT`: check, daemonize, mount, serve, unmount.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use fuser::{MountOption, SessionACL};
+
+use super::daemon::{self, Forked, Reporter};
+use super::logging::{self, LogTarget};
+use super::s3_options::S3Options;
+use super::source::Source;
+use super::units::{parse_duration, parse_size};
+use crate::fs::attr::AttrDefaults;
+use crate::fs::{Fs, FsConfig};
+use crate::fuse::FuseAdapter;
+use crate::read::ReadTuning;
+use crate::s3::ListRequest;
+
+fn parse_mode(s: &str) -> Result<u16, String> {
+    let digits = s.trim().trim_start_matches("0o");
+    u16::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("invalid mode {s:?}: expected octal digits such as 0644"))
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s)
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// BUCKET or BUCKET:/PREFIX to mount.
+    #[arg(value_name = "SOURCE")]
+    pub source: Option<Source>,
+
+    /// Directory to mount it on (must exist and be empty).
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: Option<PathBuf>,
+
+    /// Stay in the foreground instead of daemonizing; log to stderr.
+    #[arg(short, long, help_heading = "Mount")]
+    pub foreground: bool,
+
+    /// Mount read-only.
+    #[arg(long, alias = "ro", help_heading = "Mount")]
+    pub read_only: bool,
+
+    /// Let other users use the mount (needs user_allow_other in
+    /// /etc/fuse.conf for non-root); turns on default_permissions.
+    #[arg(long, help_heading = "Mount")]
+    pub allow_other: bool,
+
+    /// Let root use the mount too.
+    #[arg(long, conflicts_with = "allow_other", help_heading = "Mount")]
+    pub allow_root: bool,
+
+    /// Have the kernel check file modes (on by default with allow_other).
+    #[arg(long, help_heading = "Mount")]
+    pub default_permissions: bool,
+
+    /// Mount over a directory that is not empty.
+    #[arg(long, help_heading = "Mount")]
+    pub nonempty: bool,
+
+    /// Owner of files without uid metadata [default: the mounting user].
+    #[arg(long, help_heading = "Files")]
+    pub uid: Option<u32>,
+
+    /// Group of files without gid metadata [default: the mounting group].
+    #[arg(long, help_heading = "Files")]
+    pub gid: Option<u32>,
+
+    /// Bits to clear from default modes (octal), as s3fs's umask.
+    #[arg(long, value_parser = parse_mode, help_heading = "Files")]
+    pub umask: Option<u16>,
+
+    /// Mode of files without mode metadata (octal) [default: 0644].
+    #[arg(long, value_parser = parse_mode, help_heading = "Files")]
+    pub file_mode: Option<u16>,
+
+    /// Mode of directories without mode metadata (octal) [default: 0755].
+    #[arg(long, value_parser = parse_mode, help_heading = "Files")]
+    pub dir_mode: Option<u16>,
+
+    /// How long attributes and listings are trusted before asking S3 again.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, help_heading = "Caching")]
+    pub metadata_ttl: Duration,
+
+    /// How long a missing name is trusted to stay missing.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, help_heading = "Caching")]
+    pub negative_ttl: Duration,
+
+    /// Memory for cached file data, shared by all open files.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size_arg, help_heading = "Caching")]
+    pub cache_size: u64,
+
+    /// Size of one ranged GET of a sequential read (and of upload parts).
+    #[arg(long, default_value = "8MiB", value_parser = parse_size_arg, help_heading = "Transfers")]
+    pub part_size: u64,
+
+    /// Most bytes read ahead of one sequential reader.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size_arg, help_heading = "Transfers")]
+    pub read_ahead_max: u64,
+
+    /// Most S3 requests for file data in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = "Transfers")]
+    pub max_concurrency: u32,
+
+    /// Write logs here when daemonized [default: syslog].
+    #[arg(long, value_name = "FILE", help_heading = "Mount")]
+    pub log_file: Option<PathBuf>,
+
+    /// Write the daemon's process id here once mounted.
+    #[arg(long, value_name = "FILE", help_heading = "Mount")]
+    pub pid_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub s3: S3Options,
+}
+
+impl MountArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.part_size < 5 * 1024 * 1024 || self.part_size > 5 * 1024 * 1024 * 1024 {
+            bail!("part_size must be between 5MiB and 5GiB (S3's part limits)");
+        }
+        if self.read_ahead_max < 1024 * 1024 {
+            bail!("read_ahead_max must be at least 1MiB");
+        }
+        Ok(())
+    }
+}
+
+/// Check the mount point before anything else happens.
+fn check_mountpoint(path: &Path, nonempty: bool) -> anyhow::Result<PathBuf> {
+    let canonical = path
+        .canonicalize()
+        .map_err(|e| anyhow!("mountpoint {}: {}", path.display(), e))?;
+    if !canonical.is_dir() {
+        bail!("mountpoint {} is not a directory", path.display());
+    }
+    if !nonempty {
+        let mut entries = std::fs::read_dir(&canonical)
+            .map_err(|e| anyhow!("mountpoint {}: {}", path.display(), e))?;
+        if entries.next().is_some() {
+            bail!(
+                "mountpoint {} is not empty (use --nonempty / -o nonempty to mount over it)",
+                path.display()
+            );
+        }
+    }
+    Ok(canonical)
+}
+
+fn check_fuse() -> anyhow::Result<()> {
+    if !Path::new("/dev/fuse").exists() {
+        bail!(
+            "FUSE is not available: /dev/fuse is missing (load the fuse module or install fuse3)"
+        );
+    }
+    Ok(())
+}
+
+/// Run the mount command; returns the exit code.
+pub fn run(args: MountArgs, debug: bool) -> i32 {
+    let (Some(source), Some(mountpoint)) = (args.source.clone(), args.mountpoint.clone()) else {
+        eprintln!("bucketfs: usage: bucketfs [OPTIONS] BUCKET[:/PREFIX] MOUNTPOINT (see --help)");
+        return 2;
+    };
+    // Everything that can be checked without the network is checked before
+    // forking, so that usage errors come straight back.
+    let checked = args
+        .check()
+        .and_then(|()| check_fuse())
+        .and_then(|()| check_mountpoint(&mountpoint, args.nonempty));
+    let mountpoint = match checked {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("bucketfs: {e:#}");
+            return 1;
+        }
+    };
+    let mut reporter = if args.foreground {
+        Reporter::foreground()
+    } else {
+        match daemon::daemonize() {
+            Ok(Forked::Parent(code)) => return code,
+            Ok(Forked::Child(reporter)) => reporter,
+            Err(e) => {
+                eprintln!("bucketfs: cannot fork: {e}");
+                return 1;
+            }
+        }
+    };
+    let target = match (&args.log_file, reporter.is_daemon()) {
+        (_, false) => LogTarget::Stderr,
+        (Some(path), true) => LogTarget::File(path),
+        (None, true) => LogTarget::Syslog,
+    };
+    if let Err(e) = logging::init(debug, "info", target) {
+        reporter.fail(&format!("cannot open the log file: {e}"));
+        return 1;
+    }
+    match serve(&args, source, &mountpoint, &mut reporter) {
+        Ok(()) => 0,
+        Err(e) => {
+            let message = format!("{e:#}");
+            tracing::error!("{message}");
+            reporter.fail(&message);
+            1
+        }
+    }
+}
+
+fn serve(
+    args: &MountArgs,
+    source: Source,
+    mountpoint: &Path,
+    reporter: &mut Reporter,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bucketfs-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    let client = args.s3.client(&source.bucket)?;
+
+    // Credentials and bucket, checked with a one-key listing (its error
+    // body names the problem, where a HEAD's would not).
+    runtime
+        .block_on(client.list_objects(&ListRequest {
+            prefix: source.prefix.clone(),
+            max_keys: Some(1),
+            ..Default::default()
+        }))
+        .map_err(|e| anyhow!("cannot use bucket {}: {}", source.bucket, e.user_message()))?;
+
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let umask = args.umask.unwrap_or(0o022);
+    let config = FsConfig {
+        prefix: source.prefix.clone(),
+        attrs: AttrDefaults {
+            uid: args.uid.unwrap_or(uid),
+            gid: args.gid.unwrap_or(gid),
+            file_perm: args.file_mode.unwrap_or(0o666 & !umask),
+            dir_perm: args.dir_mode.unwrap_or(0o777 & !umask),
+            mount_time: SystemTime::now(),
+        },
+        metadata_ttl: args.metadata_ttl,
+        negative_ttl: args.negative_ttl,
+        read_only: args.read_only,
+        read: ReadTuning {
+            part_size: args.part_size,
+            read_ahead_max: args.read_ahead_max,
+            initial_window: 1024 * 1024,
+            cache_size: args.cache_size,
+            max_concurrency: args.max_concurrency as usize,
+        },
+    };
+    let fs = Arc::new(Fs::new(client, config));
+    let adapter = FuseAdapter::new(fs, runtime.handle().clone());
+
+    let mut options = vec![
+        MountOption::FSName(source.to_string()),
+        MountOption::Subtype("bucketfs".into()),
+        MountOption::NoAtime,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if args.read_only {
+        options.push(MountOption::RO);
+    }
+    if args.allow_other || args.default_permissions {
+        options.push(MountOption::DefaultPermissions);
+    }
+    let mut fuse_config = fuser::Config::default();
+    fuse_config.mount_options = options;
+    fuse_config.acl = if args.allow_other {
+        SessionACL::All
+    } else if args.allow_root {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    fuse_config.n_threads = Some(2);
+    fuse_config.clone_fd = true;
+
+    let mut session = fuser::Session::new(adapter, mountpoint, &fuse_config)
+        .map_err(|e| anyhow!("cannot mount on {}: {}", mountpoint.display(), e))?;
+    tracing::info!("mounted {source} on {}", mountpoint.display());
+
+    if let Some(pid_file) = &args.pid_file {
+        std::fs::write(pid_file, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write pid file {}", pid_file.display()))?;
+    }
+
+    // SIGINT and SIGTERM unmount, which ends the session loop below.
+    let mut unmounter = session.unmount_callable();
+    let shown = mountpoint.display().to_string();
+    runtime.spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot watch SIGTERM: {e}");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received: unmounting {shown}");
+        if let Err(e) = unmounter.unmount() {
+            tracing::error!("unmount of {shown} failed: {e}");
+        }
+    });
+
+    reporter.ok();
+    if reporter.is_daemon() || args.log_file.is_some() && !args.foreground {
+        daemon::detach_stdio();
+    }
+    let result = session.run();
+    tracing::info!("unmounted {}", mountpoint.display());
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result.map_err(|e| anyhow!("FUSE session ended with an error: {e}"))
+}

@@ -1,0 +1,207 @@
+//! File attributes: what `stat` shows for a key, from s3fs-compatible user
+//! metadata when the object has it, else from the mount options and the
+//! object's LastModified.
+//!
+//! s3fs stores `x-amz-meta-mode` (decimal `st_mode`, type bits included),
+//! `x-amz-meta-uid`, `x-amz-meta-gid` and `x-amz-meta-mtime` (`sec` or
+//! `sec.nsec`); reading the same headers lets a bucket move between the two
+//! tools.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What kind of file a key is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl Kind {
+    /// The kind a full `st_mode` names, `None` for an unknown type.
+    pub fn from_mode(mode: u32) -> Option<Kind> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::File,
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::CharDevice,
+            libc::S_IFBLK => Kind::BlockDevice,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    /// Permission bits (0o7777).
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The ownership and modes used where an object carries none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttrDefaults {
+    pub uid: u32,
+    pub gid: u32,
+    pub file_perm: u16,
+    pub dir_perm: u16,
+    /// When the mount started: the time shown for directories that exist
+    /// only as a common prefix.
+    pub mount_time: SystemTime,
+}
+
+/// Parse `sec` or `sec.nsec` (s3fs writes both).
+fn parse_time(value: &str) -> Option<SystemTime> {
+    let (secs, nanos) = match value.trim().split_once('.') {
+        Some((s, n)) => {
+            let digits: String = n.chars().take(9).collect();
+            let scale = 10u32.pow(9 - digits.len() as u32);
+            (s.parse::<i64>().ok()?, digits.parse::<u32>().ok()? * scale)
+        }
+        None => (value.trim().parse::<i64>().ok()?, 0),
+    };
+    if secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::new(secs as u64, nanos))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    }
+}
+
+impl AttrDefaults {
+    /// Attributes of an object of `size` bytes last modified at
+    /// `last_modified`, with its user metadata when known (a HEAD), `None`
+    /// when it came from a listing.
+    pub fn object(
+        &self,
+        size: u64,
+        last_modified: SystemTime,
+        metadata: Option<&BTreeMap<String, String>>,
+    ) -> Attr {
+        let mut attr = Attr {
+            kind: Kind::File,
+            size,
+            mtime: last_modified,
+            ctime: last_modified,
+            perm: self.file_perm,
+            uid: self.uid,
+            gid: self.gid,
+        };
+        if let Some(meta) = metadata {
+            self.apply_metadata(&mut attr, meta);
+        }
+        attr
+    }
+
+    /// Attributes of a directory; `marker` is the `dir/` object's time and
+    /// metadata, when one exists.
+    pub fn dir(&self, marker: Option<(SystemTime, Option<&BTreeMap<String, String>>)>) -> Attr {
+        let time = marker.map(|(t, _)| t).unwrap_or(self.mount_time);
+        let mut attr = Attr {
+            kind: Kind::Dir,
+            size: 0,
+            mtime: time,
+            ctime: time,
+            perm: self.dir_perm,
+            uid: self.uid,
+            gid: self.gid,
+        };
+        if let Some((_, Some(meta))) = marker {
+            self.apply_metadata(&mut attr, meta);
+            attr.kind = Kind::Dir;
+        }
+        attr
+    }
+
+    fn apply_metadata(&self, attr: &mut Attr, meta: &BTreeMap<String, String>) {
+        if let Some(mode) = meta.get("mode").and_then(|m| m.trim().parse::<u32>().ok()) {
+            if let Some(kind) = Kind::from_mode(mode) {
+                attr.kind = kind;
+            }
+            attr.perm = (mode & 0o7777) as u16;
+        }
+        if let Some(uid) = meta.get("uid").and_then(|v| v.trim().parse().ok()) {
+            attr.uid = uid;
+        }
+        if let Some(gid) = meta.get("gid").and_then(|v| v.trim().parse().ok()) {
+            attr.gid = gid;
+        }
+        if let Some(mtime) = meta.get("mtime").and_then(|v| parse_time(v)) {
+            attr.mtime = mtime;
+        }
+        if let Some(ctime) = meta.get("ctime").and_then(|v| parse_time(v)) {
+            attr.ctime = ctime;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> AttrDefaults {
+        AttrDefaults {
+            uid: 1000,
+            gid: 100,
+            file_perm: 0o644,
+            dir_perm: 0o755,
+            mount_time: UNIX_EPOCH + Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn s3fs_metadata_wins_over_defaults() {
+        let meta: BTreeMap<String, String> = [
+            ("mode", "33261"), // S_IFREG | 0755
+            ("uid", "0"),
+            ("gid", "0"),
+            ("mtime", "1700000000.5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let a = defaults().object(10, UNIX_EPOCH, Some(&meta));
+        assert_eq!((a.kind, a.perm, a.uid, a.gid), (Kind::File, 0o755, 0, 0));
+        assert_eq!(
+            a.mtime,
+            UNIX_EPOCH + Duration::new(1_700_000_000, 500_000_000)
+        );
+    }
+
+    #[test]
+    fn symlink_mode_and_missing_metadata() {
+        let meta: BTreeMap<String, String> = [("mode".to_owned(), "41471".to_owned())].into(); // S_IFLNK | 0777
+        assert_eq!(
+            defaults().object(3, UNIX_EPOCH, Some(&meta)).kind,
+            Kind::Symlink
+        );
+        let plain = defaults().object(3, UNIX_EPOCH + Duration::from_secs(9), None);
+        assert_eq!(
+            (plain.kind, plain.perm, plain.uid),
+            (Kind::File, 0o644, 1000)
+        );
+        assert_eq!(plain.mtime, UNIX_EPOCH + Duration::from_secs(9));
+        let bad: BTreeMap<String, String> = [("mode".to_owned(), "garbage".to_owned())].into();
+        assert_eq!(defaults().object(3, UNIX_EPOCH, Some(&bad)).perm, 0o644);
+    }
+
+    #[test]
+    fn implicit_dirs_use_mount_time() {
+        let d = defaults().dir(None);
+        assert_eq!(
+            (d.kind, d.perm, d.mtime),
+            (Kind::Dir, 0o755, UNIX_EPOCH + Duration::from_secs(5))
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! Filesystem errors and the one table that maps S3 failures to errnos.
+//!
+//! Every error the kernel sees is built here, so "what errno does bucketfs
+//! return when..." has one answer, with its reason beside it.
+
+use std::fmt;
+
+use crate::s3::{ErrorKind, S3Error};
+
+/// An error for the kernel: an errno, and a message for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsError {
+    pub errno: i32,
+    pub message: String,
+}
+
+impl FsError {
+    pub fn new(errno: i32, message: impl Into<String>) -> Self {
+        FsError {
+            errno,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(libc::ENOENT, "no such file or directory")
+    }
+
+    /// Whether the failure is worth a log line: an expected answer such as
+    /// ENOENT from a lookup is not.
+    pub fn is_noteworthy(&self) -> bool {
+        !matches!(
+            self.errno,
+            libc::ENOENT
+                | libc::ENODATA
+                | libc::ENOTDIR
+                | libc::EISDIR
+                | libc::EEXIST
+                | libc::ENOTEMPTY
+        )
+    }
+}
+
+impl fmt::Display for FsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FsError {}
+
+/// The errno for an S3 failure.
+pub fn errno_for(err: &S3Error) -> i32 {
+    match &*err.kind {
+        ErrorKind::Service { status, code, .. } => match (*status, code.as_str()) {
+            // B2's storage cap (a 403) and S3's size limits.
+            (_, "StorageLimitExceeded") | (_, "QuotaExceeded") => libc::EDQUOT,
+            (_, "EntityTooLarge") => libc::EFBIG,
+            // The object went away between listing and reading.
+            (404, _) => libc::ENOENT,
+            // The object changed under an open handle (If-Match failed):
+            // the handle's view is stale, never mixed with the new object.
+            (412, _) => libc::ESTALE,
+            // Credentials refused or access denied: a permission problem,
+            // not an I/O fault.
+            (403, _) | (_, "AccessDenied") => libc::EACCES,
+            // The range asked for lies beyond the object (it shrank).
+            (416, _) => libc::EIO,
+            _ => libc::EIO,
+        },
+        // Retries were used up on timeouts or broken connections.
+        ErrorKind::Transport { timeout: true, .. } => libc::ETIMEDOUT,
+        ErrorKind::Transport { .. } => libc::EIO,
+        ErrorKind::InvalidResponse { .. } => libc::EIO,
+        // A key we cannot address (dot segments): treat as absent.
+        ErrorKind::InvalidRequest { .. } => libc::EINVAL,
+    }
+}
+
+impl From<S3Error> for FsError {
+    fn from(err: S3Error) -> Self {
+        FsError::new(errno_for(&err), err.to_string())
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(status: u16, code: &str) -> S3Error {
+        S3Error {
+            operation: "GetObject",
+            key: None,
+            kind: Box::new(ErrorKind::Service {
+                status,
+                code: code.into(),
+                message: String::new(),
+                request_id: None,
+            }),
+            attempts: 1,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn table() {
+        assert_eq!(errno_for(&service(404, "NoSuchKey")), libc::ENOENT);
+        assert_eq!(errno_for(&service(412, "PreconditionFailed")), libc::ESTALE);
+        assert_eq!(errno_for(&service(403, "AccessDenied")), libc::EACCES);
+        assert_eq!(errno_for(&service(503, "SlowDown")), libc::EIO);
+        assert_eq!(
+            errno_for(&service(403, "StorageLimitExceeded")),
+            libc::EDQUOT
+        );
+    }
+}

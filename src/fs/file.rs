@@ -1,0 +1,118 @@
+//! Open files: open, read, release, and readlink.
+//!
+//! open revalidates the object unless its attributes are fresh, and pins
+//! the ETag it saw: every read of that handle is of that version. The
+//! kernel's page cache is kept across opens while the ETag is unchanged.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+
+use super::attr::Kind;
+use super::error::{FsError, FsResult};
+use super::inode::Ino;
+use super::{Fs, Handle};
+use crate::read::{ObjectToRead, Reader};
+use crate::s3::{GetObjectOutput, GetRequest};
+
+/// Longest symlink target read (PATH_MAX).
+const SYMLINK_MAX: u64 = 4096;
+
+/// What open hands back to the kernel.
+#[derive(Debug, Clone, Copy)]
+pub struct Opened {
+    pub fh: u64,
+    /// The page cache of this file is still valid (same ETag as last open).
+    pub keep_cache: bool,
+}
+
+impl Fs {
+    pub async fn open(&self, ino: Ino, write: bool) -> FsResult<Opened> {
+        if write {
+            return Err(FsError::new(
+                libc::EROFS,
+                if self.config.read_only {
+                    "mounted read-only"
+                } else {
+                    "writing is not supported yet"
+                },
+            ));
+        }
+        let mut inode = self.getattr(ino).await?;
+        match inode.attr.kind {
+            Kind::Dir => return Err(FsError::new(libc::EISDIR, "is a directory")),
+            Kind::File | Kind::Symlink => {}
+            _ => {
+                return Err(FsError::new(
+                    libc::ENXIO,
+                    "special files cannot be opened here",
+                ))
+            }
+        }
+        if inode.etag.is_none() {
+            // Listed without an ETag: fetch it, since reads are pinned to it.
+            self.inodes.update(ino, |i| i.valid_until = Instant::now());
+            inode = self.getattr(ino).await?;
+        }
+        let etag = inode.etag.clone().unwrap_or_else(|| Arc::from(""));
+        let keep_cache = inode.cached_etag.as_deref() == Some(&*etag) && !etag.is_empty();
+        self.inodes
+            .update(ino, |i| i.cached_etag = Some(etag.clone()));
+        let reader = Reader::new(
+            self.read_ctx.clone(),
+            ObjectToRead {
+                key: Arc::from(self.key(&inode.path)),
+                etag,
+                version_id: None,
+                size: inode.attr.size,
+            },
+        );
+        let fh = self.add_handle(Handle::File(Arc::new(reader)));
+        Ok(Opened { fh, keep_cache })
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let reader = match self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+        {
+            Some(Handle::File(reader)) => reader.clone(),
+            _ => return Err(FsError::new(libc::EBADF, "not an open file")),
+        };
+        reader.read(offset, size).await
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.remove_handle(fh);
+    }
+
+    /// readlink: the target is the object's body (s3fs's format).
+    pub async fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
+        let inode = self.getattr(ino).await?;
+        if inode.attr.kind != Kind::Symlink {
+            return Err(FsError::new(libc::EINVAL, "not a symbolic link"));
+        }
+        if inode.attr.size > SYMLINK_MAX {
+            return Err(FsError::new(
+                libc::ENAMETOOLONG,
+                "symlink target longer than 4096 bytes",
+            ));
+        }
+        let key = self.key(&inode.path);
+        let output = self.client.get_object(&key, GetRequest::default()).await?;
+        let GetObjectOutput::Body { mut body, .. } = output else {
+            return Err(FsError::new(libc::EIO, "unexpected 304"));
+        };
+        let mut target = Vec::new();
+        while let Some(chunk) = body.next().await {
+            target.extend_from_slice(&chunk?);
+            if target.len() as u64 > SYMLINK_MAX {
+                return Err(FsError::new(libc::ENAMETOOLONG, "symlink target too long"));
+            }
+        }
+        Ok(target)
+    }
+}

@@ -1,0 +1,326 @@
+//! Names to inodes: lookup, getattr, and the caches that keep them cheap.
+//!
+//! A directory listing (ListObjectsV2 with `/` as delimiter, every page) is
+//! cached for `metadata_ttl`; while it is fresh, lookups of its children are
+//! answered from it with no request at all, which is what makes `ls -l` and
+//! `find` cost one listing per directory instead of one HEAD per file. A
+//! name not covered by a fresh listing is resolved with a HEAD of the key
+//! and a one-key listing of `key/` at once: the first finds a file, the
+//! second a directory (which wins when both exist). Misses are remembered
+//! for `negative_ttl`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::attr::{Attr, Kind};
+use super::error::{FsError, FsResult};
+use super::inode::{child_path, Ino, Inode, ROOT_INO};
+use super::names::{is_valid_name, KEY_MAX, NAME_MAX};
+use super::Fs;
+use crate::s3::ListRequest;
+
+/// One child in a directory listing.
+#[derive(Debug, Clone)]
+pub(crate) enum Listed {
+    File {
+        size: u64,
+        mtime: SystemTime,
+        etag: Arc<str>,
+    },
+    Dir {
+        /// The `dir/` marker object's time, if there is a marker.
+        marker_time: Option<SystemTime>,
+    },
+}
+
+/// A directory's children as one listing showed them.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    pub entries: BTreeMap<String, Listed>,
+    pub fetched_at: Instant,
+}
+
+/// What a name resolved to.
+pub(crate) struct Resolved {
+    pub attr: Attr,
+    pub etag: Option<Arc<str>>,
+}
+
+impl Fs {
+    pub(crate) fn listed_attr(&self, listed: &Listed) -> (Attr, Option<Arc<str>>) {
+        match listed {
+            Listed::File { size, mtime, etag } => (
+                self.config.attrs.object(*size, *mtime, None),
+                Some(etag.clone()),
+            ),
+            Listed::Dir { marker_time } => {
+                (self.config.attrs.dir(marker_time.map(|t| (t, None))), None)
+            }
+        }
+    }
+
+    fn fresh(&self, at: Instant) -> bool {
+        at.elapsed() < self.config.metadata_ttl
+    }
+
+    /// The cached listing of a directory, if still fresh.
+    pub(crate) fn cached_listing(&self, dir_path: &str) -> Option<Arc<Listing>> {
+        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        let listing = listings.get(dir_path)?.clone();
+        if self.fresh(listing.fetched_at) {
+            Some(listing)
+        } else {
+            listings.pop(dir_path);
+            None
+        }
+    }
+
+    /// List a directory: every page of ListObjectsV2 under its prefix.
+    pub(crate) async fn list_dir(&self, dir_path: &str) -> FsResult<Arc<Listing>> {
+        if let Some(listing) = self.cached_listing(dir_path) {
+            return Ok(listing);
+        }
+        let prefix = self.dir_prefix(dir_path);
+        let mut request = ListRequest {
+            prefix: prefix.clone(),
+            delimiter: Some("/".into()),
+            ..Default::default()
+        };
+        let mut files = BTreeMap::new();
+        let mut dirs = BTreeMap::new();
+        loop {
+            let page = self.client.list_objects(&request).await?;
+            for object in page.objects {
+                let Some(name) = object.key.strip_prefix(&prefix) else {
+                    continue;
+                };
+                if name.is_empty() {
+                    // The directory's own marker object.
+                    continue;
+                }
+                if !is_valid_name(name) {
+                    self.odd_keys.hidden(&object.key, "not a valid file name");
+                    continue;
+                }
+                files.insert(
+                    name.to_owned(),
+                    Listed::File {
+                        size: object.size,
+                        mtime: object.last_modified,
+                        etag: Arc::from(object.etag),
+                    },
+                );
+            }
+            for common in page.common_prefixes {
+                let name = common
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.strip_suffix('/'))
+                    .unwrap_or("");
+                if !is_valid_name(name) {
+                    self.odd_keys.hidden(&common, "not a valid directory name");
+                    continue;
+                }
+                dirs.insert(name.to_owned(), Listed::Dir { marker_time: None });
+            }
+            match page.next_continuation_token {
+                Some(token) => request.continuation_token = Some(token),
+                None => break,
+            }
+        }
+        for name in dirs.keys() {
+            if files.remove(name).is_some() {
+                self.odd_keys.hidden(
+                    &format!("{prefix}{name}"),
+                    "a directory of the same name exists, and the directory wins",
+                );
+            }
+        }
+        files.extend(dirs);
+        let listing = Arc::new(Listing {
+            entries: files,
+            fetched_at: Instant::now(),
+        });
+        self.listings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(dir_path.to_owned(), listing.clone());
+        Ok(listing)
+    }
+
+    /// Forget cached knowledge about a directory's children.
+    pub(crate) fn invalidate_listing(&self, dir_path: &str) {
+        self.listings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop(dir_path);
+    }
+
+    fn negative_hit(&self, path: &str) -> bool {
+        let mut negative = self.negative.lock().unwrap_or_else(|p| p.into_inner());
+        match negative.get(path) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                negative.remove(path);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_missing(&self, path: &str) {
+        if self.config.negative_ttl.is_zero() {
+            return;
+        }
+        let mut negative = self.negative.lock().unwrap_or_else(|p| p.into_inner());
+        // Keep the map bounded: drop expired entries when it grows.
+        if negative.len() >= 10_000 {
+            let now = Instant::now();
+            negative.retain(|_, until| *until > now);
+            if negative.len() >= 10_000 {
+                negative.clear();
+            }
+        }
+        negative.insert(path.to_owned(), Instant::now() + self.config.negative_ttl);
+    }
+
+    /// Find what `name` in directory `dir_path` is, asking S3 only when no
+    /// fresh cache knows.
+    pub(crate) async fn resolve(&self, dir_path: &str, name: &str) -> FsResult<Option<Resolved>> {
+        if let Some(listing) = self.cached_listing(dir_path) {
+            return Ok(listing.entries.get(name).map(|listed| {
+                let (attr, etag) = self.listed_attr(listed);
+                Resolved { attr, etag }
+            }));
+        }
+        let path = child_path(dir_path, name);
+        if self.negative_hit(&path) {
+            return Ok(None);
+        }
+        let resolved = self.resolve_remote(&path).await?;
+        if resolved.is_none() {
+            self.remember_missing(&path);
+        }
+        Ok(resolved)
+    }
+
+    /// HEAD `key` and list `key/` together.
+    async fn resolve_remote(&self, path: &str) -> FsResult<Option<Resolved>> {
+        let key = self.key(path);
+        let dir_request = ListRequest {
+            prefix: format!("{key}/"),
+            max_keys: Some(1),
+            ..Default::default()
+        };
+        let (head, dir) = tokio::join!(
+            self.client.head_object(&key, None),
+            self.client.list_objects(&dir_request)
+        );
+        let dir = dir?;
+        if let Some(first) = dir.objects.first() {
+            let marker_time = (first.key == dir_request.prefix).then_some(first.last_modified);
+            if head.is_ok() {
+                self.odd_keys.hidden(
+                    &key,
+                    "a directory of the same name exists, and the directory wins",
+                );
+            }
+            return Ok(Some(Resolved {
+                attr: self.config.attrs.dir(marker_time.map(|t| (t, None))),
+                etag: None,
+            }));
+        }
+        if !dir.common_prefixes.is_empty() {
+            return Ok(Some(Resolved {
+                attr: self.config.attrs.dir(None),
+                etag: None,
+            }));
+        }
+        match head {
+            Ok(meta) => {
+                let mut attr = self.config.attrs.object(
+                    meta.size,
+                    meta.last_modified,
+                    Some(&meta.user_metadata),
+                );
+                if attr.kind == Kind::Dir {
+                    // A plain key whose metadata says "directory" (no
+                    // trailing slash) is still shown as what it is: a file.
+                    attr.kind = Kind::File;
+                }
+                Ok(Some(Resolved {
+                    attr,
+                    etag: Some(Arc::from(meta.etag)),
+                }))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Check a name from the kernel and build the child's path.
+    pub(crate) fn checked_child_path(&self, parent: &Inode, name: &str) -> FsResult<String> {
+        if parent.attr.kind != Kind::Dir {
+            return Err(FsError::new(libc::ENOTDIR, "not a directory"));
+        }
+        if name.len() > NAME_MAX {
+            return Err(FsError::new(
+                libc::ENAMETOOLONG,
+                "name longer than 255 bytes",
+            ));
+        }
+        if !is_valid_name(name) {
+            return Err(FsError::not_found());
+        }
+        let path = child_path(&parent.path, name);
+        if self.key(&path).len() > KEY_MAX {
+            return Err(FsError::new(
+                libc::ENAMETOOLONG,
+                "path longer than the 1024-byte S3 key limit",
+            ));
+        }
+        Ok(path)
+    }
+
+    /// lookup: the inode of `name` in `parent`, counted as one kernel lookup.
+    pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Inode> {
+        let parent = self.inode(parent)?;
+        let path = self.checked_child_path(&parent, name)?;
+        match self.resolve(&parent.path, name).await? {
+            Some(resolved) => Ok(self.inodes.remember(
+                parent.ino,
+                &path,
+                resolved.attr,
+                resolved.etag,
+                Instant::now() + self.config.metadata_ttl,
+                true,
+            )),
+            None => Err(FsError::not_found()),
+        }
+    }
+
+    /// getattr: attributes, from the inode while fresh, else from S3.
+    pub async fn getattr(&self, ino: Ino) -> FsResult<Inode> {
+        let inode = self.inode(ino)?;
+        if ino == ROOT_INO || inode.valid_until > Instant::now() {
+            return Ok(inode);
+        }
+        let (dir_path, name) = match inode.path.rsplit_once('/') {
+            Some((dir, name)) => (dir.to_owned(), name.to_owned()),
+            None => (String::new(), inode.path.to_string()),
+        };
+        match self.resolve(&dir_path, &name).await? {
+            Some(resolved) => self
+                .inodes
+                .update(ino, |i| {
+                    i.attr = resolved.attr;
+                    if resolved.etag.is_some() {
+                        i.etag = resolved.etag;
+                    }
+                    i.valid_until = Instant::now() + self.config.metadata_ttl;
+                })
+                .ok_or_else(FsError::not_found),
+            None => Err(FsError::not_found()),
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The filesystem core: POSIX semantics over S3, with no knowledge of the
+//! kernel interface (that is `crate::fuse`) and no HTTP (that is `crate::s3`).
+//!
+//! Every operation is an async method returning `FsResult`; the FUSE adapter
+//! calls one of them per request, from a task, and turns the result into a
+//! reply. Submodules: `lookup` (names to inodes, attributes, the listing and
+//! negative caches), `dir` (directory handles and their entries), `file`
+//! (open files and reads), `inode` (the inode table), `attr` (attributes
+//! from metadata), `names` (which keys can be files), `error` (the errno
+//! table).
+
+pub mod attr;
+mod dir;
+pub mod error;
+mod file;
+pub mod inode;
+mod lookup;
+pub mod names;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use crate::read::{ReadContext, ReadTuning, Reader};
+use crate::s3::S3Client;
+use attr::AttrDefaults;
+pub use attr::{Attr, Kind};
+pub use dir::{DirEntry, DirSnapshot};
+pub use error::{FsError, FsResult};
+pub use inode::{Ino, Inode, ROOT_INO};
+use lookup::Listing;
+use names::OddKeyLog;
+
+/// How the filesystem behaves, from the mount options.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// Key prefix that is the mount's root: empty or ending in `/`.
+    pub prefix: String,
+    pub attrs: AttrDefaults,
+    /// How long attributes and listings are trusted without asking S3.
+    pub metadata_ttl: Duration,
+    /// How long "no such file" is trusted.
+    pub negative_ttl: Duration,
+    pub read_only: bool,
+    pub read: ReadTuning,
+}
+
+/// Directory listings kept at once (each lives `metadata_ttl`).
+const LISTING_CACHE_DIRS: usize = 64;
+
+/// An open file or directory.
+enum Handle {
+    File(Arc<Reader>),
+    Dir(Arc<DirSnapshot>),
+}
+
+pub struct Fs {
+    client: S3Client,
+    config: FsConfig,
+    inodes: inode::InodeTable,
+    listings: Mutex<LruCache<String, Arc<Listing>>>,
+    /// Paths known not to exist, until the instant given.
+    negative: Mutex<HashMap<String, Instant>>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_handle: AtomicU64,
+    read_ctx: Arc<ReadContext>,
+    odd_keys: OddKeyLog,
+}
+
+impl Fs {
+    pub fn new(client: S3Client, config: FsConfig) -> Self {
+        let root = config.attrs.dir(None);
+        let read_ctx = Arc::new(ReadContext::new(client.clone(), config.read.clone()));
+        Fs {
+            client,
+            inodes: inode::InodeTable::new(root),
+            listings: Mutex::new(LruCache::new(
+                NonZeroUsize::new(LISTING_CACHE_DIRS).unwrap_or(NonZeroUsize::MIN),
+            )),
+            negative: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            read_ctx,
+            odd_keys: OddKeyLog::default(),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.config
+    }
+
+    /// The TTL the kernel may cache entries and attributes for.
+    pub fn ttl(&self) -> Duration {
+        self.config.metadata_ttl
+    }
+
+    /// The S3 key of a file path.
+    fn key(&self, path: &str) -> String {
+        format!("{}{}", self.config.prefix, path)
+    }
+
+    /// The listing prefix of a directory path.
+    fn dir_prefix(&self, path: &str) -> String {
+        if path.is_empty() {
+            self.config.prefix.clone()
+        } else {
+            format!("{}{}/", self.config.prefix, path)
+        }
+    }
+
+    fn inode(&self, ino: Ino) -> FsResult<Inode> {
+        self.inodes
+            .get(ino)
+            .ok_or_else(|| FsError::new(libc::ENOENT, format!("unknown inode {ino}")))
+    }
+
+    fn add_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, handle);
+        fh
+    }
+
+    fn remove_handle(&self, fh: u64) -> Option<Handle> {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh)
+    }
+
+    /// The kernel dropped `n` lookups of `ino`.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        self.inodes.forget(ino, n);
+    }
+
+    /// Inodes the table holds now (the root included).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// statfs: S3 has no capacity to report; give large, stable numbers so
+    /// that programs checking for free space proceed.
+    pub fn statfs(&self) -> StatFs {
+        const BLOCK: u64 = 4096;
+        let blocks = (1u64 << 50) / BLOCK; // 1 PiB
+        StatFs {
+            blocks,
+            bfree: blocks,
+            bavail: blocks,
+            files: 1 << 40,
+            ffree: 1 << 40,
+            bsize: BLOCK as u32,
+            namelen: names::NAME_MAX as u32,
+        }
+    }
+}
+
+/// What statfs reports.
+#[derive(Debug, Clone, Copy)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+pub use file::Opened;

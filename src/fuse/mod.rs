@@ -1,0 +1,385 @@
+//! The FUSE adapter: `fuser::Filesystem` over the async filesystem core.
+//!
+//! Each callback unpacks its arguments, spawns one task on the tokio runtime
+//! that calls one `Fs` method, and replies from that task, so no FUSE
+//! session thread ever waits on the network. Errors become errnos here and
+//! nowhere else in this layer; the mapping itself is `fs::error`. Calls we
+//! do not support go through `unsupported!`, so what is refused can be read
+//! in one place.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+use tokio::runtime::Handle;
+
+use crate::fs::{Attr, Fs, FsError, Inode, Kind};
+
+/// Largest read and write the kernel sends in one request.
+const MAX_IO: u32 = 1024 * 1024;
+/// `st_blksize`: large, so that cp and friends move data in big chunks.
+const BLKSIZE: u32 = 1024 * 1024;
+
+pub struct FuseAdapter {
+    fs: Arc<Fs>,
+    rt: Handle,
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<Fs>, rt: Handle) -> Self {
+        FuseAdapter { fs, rt }
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn file_attr(ino: u64, attr: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: attr.size,
+        blocks: attr.size.div_ceil(512),
+        atime: attr.mtime,
+        mtime: attr.mtime,
+        ctime: attr.ctime,
+        crtime: attr.mtime,
+        kind: file_type(attr.kind),
+        perm: attr.perm,
+        nlink: if attr.kind == Kind::Dir { 2 } else { 1 },
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: 0,
+        blksize: BLKSIZE,
+        flags: 0,
+    }
+}
+
+fn inode_attr(inode: &Inode) -> FileAttr {
+    file_attr(inode.ino, &inode.attr)
+}
+
+fn errno(e: &FsError) -> Errno {
+    Errno::from_i32(e.errno)
+}
+
+/// Log a failure worth knowing about, then turn it into an errno.
+fn failed(op: &str, e: &FsError) -> Errno {
+    if e.is_noteworthy() {
+        tracing::warn!("{op}: {e}");
+    } else {
+        tracing::debug!("{op}: {e}");
+    }
+    errno(e)
+}
+
+/// A name from the kernel as UTF-8. S3 keys are UTF-8, so a name that is
+/// not cannot exist in the bucket.
+fn utf8(name: &OsStr) -> Result<String, Errno> {
+    std::str::from_utf8(name.as_bytes())
+        .map(str::to_owned)
+        .map_err(|_| Errno::from_i32(libc::ENOENT))
+}
+
+macro_rules! unsupported {
+    ($op:literal, $reply:expr, $errno:expr) => {{
+        tracing::debug!(concat!($op, ": not supported"));
+        $reply.error(Errno::from_i32($errno));
+    }};
+}
+
+impl fuser::Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_ASYNC_READ;
+        let available = config.capabilities() & wanted;
+        if let Err(unsupported) = config.add_capabilities(available) {
+            tracing::debug!("kernel lacks FUSE capabilities {unsupported:?}");
+        }
+        // Ask for large requests; take what the kernel allows.
+        let readahead = config.set_max_readahead(MAX_IO).unwrap_or_else(|max| {
+            let _ = config.set_max_readahead(max);
+            max
+        });
+        let _ = config.set_max_write(MAX_IO);
+        tracing::debug!(readahead, "FUSE session initialised");
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = match utf8(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.lookup(parent.0, &name).await {
+                Ok(inode) => reply.entry(&fs.ttl(), &inode_attr(&inode), Generation(0)),
+                Err(e) => reply.error(failed("lookup", &e)),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.getattr(ino.0).await {
+                Ok(inode) => reply.attr(&fs.ttl(), &inode_attr(&inode)),
+                Err(e) => reply.error(failed("getattr", &e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.readlink(ino.0).await {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(failed("readlink", &e)),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY
+            || flags.0 & (libc::O_TRUNC | libc::O_APPEND) != 0;
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.open(ino.0, write).await {
+                Ok(opened) => {
+                    let flags = if opened.keep_cache {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(opened.fh), flags)
+                }
+                Err(e) => reply.error(failed("open", &e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.read(fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(failed("read", &e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Read-only handles have nothing to flush.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.opendir(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(failed("opendir", &e)),
+            }
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let snapshot = match self.fs.dir_snapshot(fh.0) {
+            Ok(s) => s,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        // Offsets: 1 is ".", 2 is "..", 3.. are the entries.
+        let mut next = offset;
+        while next < 2 + snapshot.entries.len() as u64 {
+            let full = match next {
+                0 => reply.add(INodeNo(snapshot.dir), 1, FileType::Directory, "."),
+                1 => reply.add(INodeNo(snapshot.parent), 2, FileType::Directory, ".."),
+                n => {
+                    let entry = &snapshot.entries[(n - 2) as usize];
+                    let ino = self.fs.entry_ino(&snapshot, entry);
+                    reply.add(INodeNo(ino), n + 1, file_type(entry.attr.kind), &entry.name)
+                }
+            };
+            if full {
+                break;
+            }
+            next += 1;
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let snapshot = match self.fs.dir_snapshot(fh.0) {
+            Ok(s) => s,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let ttl: Duration = self.fs.ttl();
+        let mut next = offset;
+        while next < 2 + snapshot.entries.len() as u64 {
+            let full = match next {
+                // "." and ".." carry no attributes and take no reference.
+                0 | 1 => {
+                    let (ino, name) = if next == 0 {
+                        (snapshot.dir, ".")
+                    } else {
+                        (snapshot.parent, "..")
+                    };
+                    let mut attr = file_attr(ino, &self.fs.config().attrs.dir(None));
+                    attr.ino = INodeNo(ino);
+                    reply.add(
+                        INodeNo(ino),
+                        next + 1,
+                        name,
+                        &Duration::ZERO,
+                        &attr,
+                        Generation(0),
+                    )
+                }
+                n => {
+                    let entry = &snapshot.entries[(n - 2) as usize];
+                    let inode = self.fs.entry_inode(&snapshot, entry);
+                    let full = reply.add(
+                        INodeNo(inode.ino),
+                        n + 1,
+                        &entry.name,
+                        &ttl,
+                        &inode_attr(&inode),
+                        Generation(0),
+                    );
+                    if full {
+                        // Not sent: give back the reference just counted.
+                        self.fs.forget(inode.ino, 1);
+                    }
+                    full
+                }
+            };
+            if full {
+                break;
+            }
+            next += 1;
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.fs.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+        );
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        // No extended attributes are stored yet: every name is absent.
+        reply.error(Errno::from_i32(libc::ENODATA));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Permission checks are the kernel's (default_permissions) or none.
+        reply.ok();
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        unsupported!("link", reply, libc::EPERM);
+    }
+}

@@ -1,0 +1,9 @@
+//! The read path: a block cache shared by all open files (`cache`) and a
+//! reader per open file that detects sequential access and prefetches
+//! ahead of it (`reader`).
+
+pub mod cache;
+pub mod reader;
+
+pub use cache::{BlockCache, ObjectVersionKey, BLOCK_SIZE};
+pub use reader::{ObjectToRead, ReadContext, ReadTuning, Reader};

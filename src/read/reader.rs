@@ -1,0 +1,387 @@
+//! Reading one open object: sequential detection, a prefetch window that
+//! starts small and doubles, and fetches of aligned blocks for random reads.
+//!
+//! A read is *sequential* when it starts where the previous one ended or
+//! inside the range already being prefetched (the kernel may send
+//! neighbouring reads out of order). Sequential reads, and any read at
+//! offset 0, keep `window` bytes in flight ahead of the reader as ranged
+//! GETs ("parts") of at most `part_size`; the window doubles with every
+//! sequential read up to `read_ahead_max`, so the first bytes arrive fast
+//! and a long read reaches full speed. A random read fetches only the
+//! aligned blocks it covers and resets the window.
+//!
+//! Memory: parts take permits from one budget shared by every reader
+//! (`cache_size`); when it is spent, readers prefetch less rather than
+//! allocate more. Blocks go into the shared LRU as they arrive, so a re-read
+//! is served from memory. Every GET carries `If-Match` with the ETag seen at
+//! open: if the object is replaced, reads fail with ESTALE instead of mixing
+//! two versions.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use super::cache::{BlockCache, ObjectVersionKey, BLOCK_SIZE};
+use crate::fs::error::{FsError, FsResult};
+use crate::s3::{GetObjectOutput, GetRequest, S3Client};
+
+/// Knobs of the read path.
+#[derive(Debug, Clone)]
+pub struct ReadTuning {
+    /// Largest single ranged GET of a prefetch.
+    pub part_size: u64,
+    /// Largest prefetch window per open file.
+    pub read_ahead_max: u64,
+    /// Window of a sequential read's first prefetch.
+    pub initial_window: u64,
+    /// Memory for blocks, shared by all files.
+    pub cache_size: u64,
+    /// GETs in flight at once, across all files.
+    pub max_concurrency: usize,
+}
+
+/// What is shared by every reader.
+pub struct ReadContext {
+    client: S3Client,
+    pub cache: BlockCache,
+    tuning: ReadTuning,
+    /// Bytes of prefetch in flight or unread, in KiB permits.
+    prefetch_budget: Arc<Semaphore>,
+    /// GET requests in flight.
+    requests: Arc<Semaphore>,
+}
+
+impl ReadContext {
+    pub fn new(client: S3Client, tuning: ReadTuning) -> Self {
+        let budget_kib = (tuning.cache_size / 1024).clamp(1, u32::MAX as u64 / 2) as usize;
+        ReadContext {
+            client,
+            cache: BlockCache::new(tuning.cache_size),
+            prefetch_budget: Arc::new(Semaphore::new(budget_kib)),
+            requests: Arc::new(Semaphore::new(tuning.max_concurrency.max(1))),
+            tuning,
+        }
+    }
+}
+
+/// The object version an open file reads.
+#[derive(Debug, Clone)]
+pub struct ObjectToRead {
+    pub key: Arc<str>,
+    pub etag: Arc<str>,
+    pub version_id: Option<String>,
+    pub size: u64,
+}
+
+#[derive(Clone, Default)]
+struct Progress {
+    /// Bytes of the part received so far, as an absolute offset.
+    done_until: u64,
+    failed: Option<FsError>,
+}
+
+/// One prefetch GET in flight (or finished and not yet read past).
+struct Part {
+    range: Range<u64>,
+    /// Blocks received so far, in order from `range.start`.
+    blocks: Arc<Mutex<Vec<Bytes>>>,
+    progress: watch::Receiver<Progress>,
+    task: tokio::task::AbortHandle,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Part {
+    /// Wait until block `b` has arrived and return it; `None` if the part
+    /// was abandoned (its data must then be fetched another way).
+    async fn block(&self, b: u64) -> Option<FsResult<Bytes>> {
+        let block_end = ((b + 1) * BLOCK_SIZE).min(self.range.end);
+        let mut rx = self.progress.clone();
+        let progress = rx
+            .wait_for(|p| p.done_until >= block_end || p.failed.is_some())
+            .await
+            .ok()?
+            .clone();
+        if progress.done_until < block_end {
+            return progress.failed.map(Err);
+        }
+        let index = (b - self.range.start / BLOCK_SIZE) as usize;
+        let blocks = self.blocks.lock().unwrap_or_else(|p| p.into_inner());
+        blocks.get(index).cloned().map(Ok)
+    }
+}
+
+struct State {
+    /// End of the previous read.
+    last_end: u64,
+    /// Start of the current sequential run.
+    run_start: u64,
+    /// Everything before this has been asked for by a part.
+    prefetched_until: u64,
+    window: u64,
+    parts: VecDeque<Arc<Part>>,
+}
+
+pub struct Reader {
+    ctx: Arc<ReadContext>,
+    object: ObjectToRead,
+    version: ObjectVersionKey,
+    state: Mutex<State>,
+}
+
+fn align_down(x: u64) -> u64 {
+    x / BLOCK_SIZE * BLOCK_SIZE
+}
+
+impl Reader {
+    pub fn new(ctx: Arc<ReadContext>, object: ObjectToRead) -> Self {
+        let window = ctx.tuning.initial_window;
+        Reader {
+            version: ObjectVersionKey {
+                key: object.key.clone(),
+                etag: object.etag.clone(),
+            },
+            ctx,
+            object,
+            state: Mutex::new(State {
+                last_end: 0,
+                run_start: 0,
+                prefetched_until: 0,
+                window,
+                parts: VecDeque::new(),
+            }),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.object.size
+    }
+
+    /// Read up to `len` bytes at `offset`; fewer only at the end of the object.
+    pub async fn read(&self, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+        let size = self.object.size;
+        if offset >= size || len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = (offset + len as u64).min(size);
+        let parts = self.plan(offset, end);
+        let first = offset / BLOCK_SIZE;
+        let last = (end - 1) / BLOCK_SIZE;
+        let mut blocks: Vec<Option<Bytes>> = Vec::with_capacity((last - first + 1) as usize);
+        for b in first..=last {
+            let mut found = self.ctx.cache.get(&self.version, b);
+            if found.is_none() {
+                let part = parts
+                    .iter()
+                    .find(|p| p.range.start <= b * BLOCK_SIZE && b * BLOCK_SIZE < p.range.end);
+                if let Some(part) = part {
+                    found = part.block(b).await.transpose()?;
+                }
+            }
+            blocks.push(found);
+        }
+        // Whatever is still missing is fetched now, one GET per run of
+        // consecutive missing blocks.
+        let mut b = first;
+        while b <= last {
+            if blocks[(b - first) as usize].is_some() {
+                b += 1;
+                continue;
+            }
+            let run_start = b;
+            while b <= last && blocks[(b - first) as usize].is_none() {
+                b += 1;
+            }
+            let range = run_start * BLOCK_SIZE..(b * BLOCK_SIZE).min(size);
+            let fetched = self.fetch(range).await?;
+            for (i, block) in fetched.into_iter().enumerate() {
+                blocks[(run_start - first) as usize + i] = Some(block);
+            }
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for (i, block) in blocks.into_iter().enumerate() {
+            let block =
+                block.ok_or_else(|| FsError::new(libc::EIO, "block missing after fetch"))?;
+            let block_start = (first + i as u64) * BLOCK_SIZE;
+            let from = offset.saturating_sub(block_start) as usize;
+            let to = ((end - block_start) as usize).min(block.len());
+            if from > to {
+                return Err(FsError::new(libc::EIO, "object shorter than its size"));
+            }
+            out.extend_from_slice(&block[from..to]);
+        }
+        if out.len() as u64 != end - offset {
+            return Err(FsError::new(libc::EIO, "object shorter than its size"));
+        }
+        Ok(out)
+    }
+
+    /// Classify the read, adjust the window, start prefetch parts, and
+    /// return the parts that may hold the data.
+    fn plan(&self, offset: u64, end: u64) -> Vec<Arc<Part>> {
+        let tuning = &self.ctx.tuning;
+        let size = self.object.size;
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let sequential = offset == st.last_end
+            || (offset >= st.run_start
+                && offset <= st.prefetched_until
+                && st.prefetched_until > st.run_start);
+        if !sequential {
+            st.parts.clear();
+            st.run_start = align_down(offset);
+            st.prefetched_until = st.run_start;
+            st.window = tuning.initial_window;
+        }
+        // Parts wholly behind this read will not be read again.
+        let behind = align_down(offset);
+        while st.parts.front().is_some_and(|p| p.range.end <= behind) {
+            st.parts.pop_front();
+        }
+        if sequential || offset == 0 {
+            if st.prefetched_until < align_down(offset) {
+                st.prefetched_until = align_down(offset);
+            }
+            let target = (end + st.window).min(size);
+            while st.prefetched_until < target {
+                let start = st.prefetched_until;
+                let len = tuning.part_size.min(target - start);
+                let stop = (align_down(start + len + BLOCK_SIZE - 1)).min(size);
+                let kib = (stop - start).div_ceil(1024).max(1) as u32;
+                let Ok(permit) = self.ctx.prefetch_budget.clone().try_acquire_many_owned(kib)
+                else {
+                    break;
+                };
+                st.parts.push_back(self.start_part(start..stop, permit));
+                st.prefetched_until = stop;
+            }
+            st.window = (st.window * 2).min(tuning.read_ahead_max.max(tuning.initial_window));
+        }
+        st.last_end = end;
+        st.parts.iter().cloned().collect()
+    }
+
+    fn start_part(&self, range: Range<u64>, permit: OwnedSemaphorePermit) -> Arc<Part> {
+        let (tx, rx) = watch::channel(Progress {
+            done_until: range.start,
+            failed: None,
+        });
+        let blocks = Arc::new(Mutex::new(Vec::new()));
+        let ctx = self.ctx.clone();
+        let object = self.object.clone();
+        let version = self.version.clone();
+        let task_range = range.clone();
+        let task_blocks = blocks.clone();
+        let task = tokio::spawn(async move {
+            let result = fetch_range(&ctx, &object, &version, task_range, |offset_end, block| {
+                task_blocks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(block);
+                tx.send_modify(|p| p.done_until = offset_end);
+            })
+            .await;
+            if let Err(e) = result {
+                tx.send_modify(|p| p.failed = Some(e));
+            }
+        });
+        Arc::new(Part {
+            range,
+            blocks,
+            progress: rx,
+            task: task.abort_handle(),
+            _permit: permit,
+        })
+    }
+
+    /// Fetch `range` (block-aligned) now and return its blocks.
+    async fn fetch(&self, range: Range<u64>) -> FsResult<Vec<Bytes>> {
+        let mut blocks = Vec::new();
+        fetch_range(&self.ctx, &self.object, &self.version, range, |_, block| {
+            blocks.push(block)
+        })
+        .await?;
+        Ok(blocks)
+    }
+}
+
+/// GET `range` of the object and hand it over block by block (each block
+/// also goes into the cache), with the absolute offset reached.
+async fn fetch_range(
+    ctx: &ReadContext,
+    object: &ObjectToRead,
+    version: &ObjectVersionKey,
+    range: Range<u64>,
+    mut on_block: impl FnMut(u64, Bytes),
+) -> FsResult<()> {
+    let _slot = ctx
+        .requests
+        .acquire()
+        .await
+        .map_err(|_| FsError::new(libc::EIO, "shutting down"))?;
+    let request = GetRequest {
+        range: Some(range.clone()),
+        version_id: object.version_id.clone(),
+        if_match: (!object.etag.is_empty()).then(|| object.etag.to_string()),
+        if_none_match: None,
+    };
+    let body = match ctx.client.get_object(&object.key, request).await {
+        Ok(GetObjectOutput::Body { body, .. }) => body,
+        Ok(GetObjectOutput::NotModified) => return Err(FsError::new(libc::EIO, "unexpected 304")),
+        Err(e) => {
+            if e.is_precondition_failed() {
+                tracing::warn!(
+                    key = &*object.key,
+                    "object changed while open; the open file is stale"
+                );
+            }
+            return Err(e.into());
+        }
+    };
+    let mut body = body;
+    let mut block_no = range.start / BLOCK_SIZE;
+    let mut offset = range.start;
+    let mut buf = BytesMut::with_capacity(BLOCK_SIZE as usize);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk?;
+        while !chunk.is_empty() {
+            let room = BLOCK_SIZE as usize - buf.len();
+            let take = room.min(chunk.len());
+            buf.extend_from_slice(&chunk.split_to(take));
+            if buf.len() == BLOCK_SIZE as usize {
+                let block = buf.split().freeze();
+                offset += block.len() as u64;
+                ctx.cache.insert(version, block_no, block.clone());
+                on_block(offset, block);
+                block_no += 1;
+                buf.reserve(BLOCK_SIZE as usize);
+            }
+        }
+    }
+    if !buf.is_empty() {
+        let block = buf.split().freeze();
+        offset += block.len() as u64;
+        ctx.cache.insert(version, block_no, block.clone());
+        on_block(offset, block);
+    }
+    if offset != range.end {
+        return Err(FsError::new(
+            libc::EIO,
+            format!(
+                "short read of {}: got {} of {} bytes",
+                object.key,
+                offset - range.start,
+                range.end - range.start
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,395 @@
+//! Reading a bucket through a real kernel mount: contents, random reads,
+//! directories, listing cost, symlinks, odd keys, prefixes.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+
+use bucketfs::s3::PutOptions;
+use bytes::Bytes;
+use support::mount::Mount;
+use support::proxy::FaultProxy;
+use support::{blocking, new_bucket, server, sha256, test_data, upload};
+
+const MIB: usize = 1024 * 1024;
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_of_every_size_read_back_exactly() {
+    let c = new_bucket("sizes").await;
+    let sizes = [0, 1, 8 * MIB - 1, 8 * MIB, 8 * MIB + 1, 100 * MIB];
+    let mut expected = BTreeMap::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let body = test_data(*size, i as u64);
+        let name = format!("f{size}");
+        upload(&c, &name, body.clone()).await;
+        expected.insert(name, (body.len(), sha256(&body)));
+    }
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let path = mount.path.clone();
+    blocking(move || {
+        for (name, (len, digest)) in &expected {
+            let file = path.join(name);
+            assert_eq!(
+                std::fs::metadata(&file).unwrap().len(),
+                *len as u64,
+                "{name}"
+            );
+            let data = std::fs::read(&file).unwrap_or_else(|e| panic!("read {name}: {e}"));
+            assert_eq!(data.len(), *len, "{name}");
+            assert_eq!(&sha256(&data), digest, "{name}");
+        }
+        // A second read (warm) gives the same bytes.
+        let again = std::fs::read(path.join(format!("f{}", 100 * MIB))).unwrap();
+        assert_eq!(sha256(&again), expected[&format!("f{}", 100 * MIB)].1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_offset_reads_match_byte_for_byte() {
+    let c = new_bucket("random").await;
+    let body = test_data(20 * MIB + 12345, 77);
+    upload(&c, "big.bin", body.clone()).await;
+    let mount = Mount::start(c.bucket(), &server().endpoint, &["-o", "cache_size=4MiB"]);
+    let file_path = mount.path.join("big.bin");
+    blocking(move || {
+        let file = std::fs::File::open(&file_path).unwrap();
+        let mut seed = 12345u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300 {
+            let offset = next() % body.len() as u64;
+            let len = (next() % (300 * 1024) + 1) as usize;
+            let mut buf = vec![0u8; len];
+            let n = file.read_at(&mut buf, offset).unwrap();
+            let want_end = (offset as usize + len).min(body.len());
+            assert_eq!(n, want_end - offset as usize, "short read at {offset}");
+            assert_eq!(
+                &buf[..n],
+                &body[offset as usize..want_end],
+                "bytes at {offset}+{len}"
+            );
+        }
+        // Reading past the end gives 0 bytes.
+        let mut buf = [0u8; 10];
+        assert_eq!(file.read_at(&mut buf, body.len() as u64 + 5).unwrap(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_and_marker_directories_list_like_a_tree() {
+    let c = new_bucket("dirs").await;
+    for key in [
+        "top.txt",
+        "a/b/c.txt",
+        "a/b/d.txt",
+        "a/e.txt",
+        "m/",
+        "m/x.txt",
+        "empty/",
+        "deep/1/2/3/4/leaf",
+    ] {
+        c.put_object(key, Bytes::from(key.to_owned()), &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    blocking(move || {
+        assert_eq!(names(&root), ["a", "deep", "empty", "m", "top.txt"]);
+        assert_eq!(names(&root.join("a")), ["b", "e.txt"]);
+        assert_eq!(names(&root.join("a/b")), ["c.txt", "d.txt"]);
+        assert_eq!(names(&root.join("m")), ["x.txt"]);
+        assert!(names(&root.join("empty")).is_empty());
+        for dir in ["a", "a/b", "m", "empty", "deep/1/2/3"] {
+            let meta = std::fs::metadata(root.join(dir)).unwrap();
+            assert!(meta.is_dir(), "{dir}");
+            assert_eq!(meta.mode() & 0o777, 0o755, "{dir}");
+        }
+        let meta = std::fs::symlink_metadata(root.join("a/b/c.txt")).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.len(), "a/b/c.txt".len() as u64);
+        assert_eq!(meta.mode() & 0o777, 0o644);
+        assert_eq!(
+            std::fs::read_to_string(root.join("deep/1/2/3/4/leaf")).unwrap(),
+            "deep/1/2/3/4/leaf"
+        );
+        // `ls -l` through the real tool.
+        let out = std::process::Command::new("ls")
+            .arg("-l")
+            .arg(root.join("a"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with('d') && l.ends_with(" b")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("-rw-r--r--") && l.ends_with(" e.txt")),
+            "{text}"
+        );
+        assert!(std::fs::metadata(root.join("nope")).is_err());
+        assert_eq!(
+            std::fs::read_dir(root.join("top.txt"))
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::ENOTDIR)
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_keys_cost_about_ten_list_requests() {
+    let s = server();
+    let c = new_bucket("tenk").await;
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| format!("many/file-{i:05}.txt"))
+        .collect();
+    let options = PutOptions::default();
+    use futures::StreamExt;
+    let results: Vec<_> = futures::stream::iter(&keys)
+        .map(|k| c.put_object(k, Bytes::from_static(b"0123456789"), &options))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(results.iter().all(|r| r.is_ok()));
+
+    let proxy = FaultProxy::start(&s.endpoint).await;
+    let mount = Mount::start(c.bucket(), &proxy.url, &["-o", "metadata_ttl=60s"]);
+    proxy.clear_seen();
+    let dir = mount.path.join("many");
+    let (ls_lines, find_lines) = blocking(move || {
+        let ls = std::process::Command::new("ls")
+            .arg("-l")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(ls.status.success());
+        let find = std::process::Command::new("find")
+            .arg(&dir)
+            .arg("-type")
+            .arg("f")
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&ls.stdout)
+                .lines()
+                .filter(|l| l.starts_with('-'))
+                .count(),
+            String::from_utf8_lossy(&find.stdout).lines().count(),
+        )
+    })
+    .await;
+    assert_eq!(ls_lines, 10_000);
+    assert_eq!(find_lines, 10_000);
+    let lists = proxy.count("GET", "list-type=2");
+    let file_heads = proxy.count("HEAD", "/many/");
+    assert!(
+        lists <= 25,
+        "{lists} ListObjectsV2 requests for ls -l and find of 10,000 keys"
+    );
+    assert_eq!(file_heads, 0, "no per-file HEAD");
+    drop(mount);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3fs_symlinks_and_metadata_are_honoured() {
+    let c = new_bucket("symlinks").await;
+    c.put_object(
+        "target.txt",
+        Bytes::from_static(b"pointed at"),
+        &PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    let link = PutOptions {
+        user_metadata: [("mode".to_owned(), (libc::S_IFLNK | 0o777).to_string())].into(),
+        ..Default::default()
+    };
+    c.put_object("link", Bytes::from_static(b"target.txt"), &link)
+        .await
+        .unwrap();
+    let owned = PutOptions {
+        user_metadata: [
+            ("mode".to_owned(), (libc::S_IFREG | 0o600).to_string()),
+            ("uid".to_owned(), "1234".to_owned()),
+            ("gid".to_owned(), "5678".to_owned()),
+            ("mtime".to_owned(), "1500000000".to_owned()),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    c.put_object("owned.txt", Bytes::from_static(b"mine"), &owned)
+        .await
+        .unwrap();
+    let mount = Mount::start(c.bucket(), &server().endpoint, &["-o", "metadata_ttl=0"]);
+    let root = mount.path.clone();
+    blocking(move || {
+        assert_eq!(
+            std::fs::read_link(root.join("link")).unwrap(),
+            Path::new("target.txt")
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("link")).unwrap(),
+            "pointed at"
+        );
+        let meta = std::fs::symlink_metadata(root.join("owned.txt")).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o600, 1234, 5678)
+        );
+        assert_eq!(meta.mtime(), 1_500_000_000);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_keys_are_shown_or_hidden_never_fatal() {
+    let c = new_bucket("odd").await;
+    let long = "L".repeat(256);
+    let keys = [
+        "ok.txt".to_owned(),
+        "a//b".to_owned(),
+        "x".to_owned(),
+        "x/inside".to_owned(),
+        format!("{long}/f"),
+        long.clone(),
+        "sp ace & ünï.txt".to_owned(),
+        "ctl\u{1}name".to_owned(),
+        "trailing/".to_owned(),
+        "marker-with-body/".to_owned(),
+    ];
+    for key in &keys {
+        c.put_object(
+            key,
+            Bytes::from(format!("body:{key}")),
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    blocking(move || {
+        let shown = names(&root);
+        assert_eq!(
+            shown,
+            [
+                "a",
+                "ctl\u{1}name",
+                "marker-with-body",
+                "ok.txt",
+                "sp ace & ünï.txt",
+                "trailing",
+                "x"
+            ],
+            "'.', '..', empty and over-long names are hidden; x/ wins over x"
+        );
+        assert!(
+            names(&root.join("a")).is_empty(),
+            "a//b has an empty segment"
+        );
+        assert!(std::fs::metadata(root.join("x")).unwrap().is_dir());
+        assert_eq!(
+            std::fs::read_to_string(root.join("x/inside")).unwrap(),
+            "body:x/inside"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("sp ace & ünï.txt")).unwrap(),
+            "body:sp ace & ünï.txt"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("ctl\u{1}name")).unwrap(),
+            "body:ctl\u{1}name"
+        );
+        let too_long = root.join("N".repeat(300));
+        assert_eq!(
+            std::fs::metadata(too_long).unwrap_err().raw_os_error(),
+            Some(libc::ENAMETOOLONG)
+        );
+        // Listing twice logs each hidden key once.
+        names(&root);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    })
+    .await;
+    let text = mount.log_text();
+    // The root was listed twice; each hidden key is reported once.
+    let long_file = format!("hiding key \"{}\": not a valid file name", "L".repeat(256));
+    assert_eq!(text.matches(&long_file).count(), 1, "{text}");
+    assert_eq!(text.matches("hiding key \"a//\"").count(), 1, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_mount_shows_only_that_subtree() {
+    let c = new_bucket("prefix").await;
+    for key in [
+        "outside.txt",
+        "team/a.txt",
+        "team/sub/b.txt",
+        "teammate.txt",
+    ] {
+        c.put_object(key, Bytes::from(key.to_owned()), &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let source = format!("{}:/team", c.bucket());
+    let mount = Mount::start(&source, &server().endpoint, &[]);
+    let root = mount.path.clone();
+    blocking(move || {
+        assert_eq!(names(&root), ["a.txt", "sub"]);
+        assert_eq!(
+            std::fs::read_to_string(root.join("sub/b.txt")).unwrap(),
+            "team/sub/b.txt"
+        );
+        assert!(std::fs::metadata(root.join("outside.txt")).is_err());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_replaced_while_open_is_an_error_not_a_mix() {
+    let c = new_bucket("replaced").await;
+    let first = test_data(16 * MIB, 1);
+    upload(&c, "f.bin", first.clone()).await;
+    let mount = Mount::start(
+        c.bucket(),
+        &server().endpoint,
+        &["-o", "read_ahead_max=1MiB"],
+    );
+    let path = mount.path.join("f.bin");
+    let file = blocking(move || {
+        let file = std::fs::File::open(path).unwrap();
+        let mut head = [0u8; 4096];
+        file.read_at(&mut head, 0).unwrap();
+        assert_eq!(&head[..], &first[..4096]);
+        file
+    })
+    .await;
+    upload(&c, "f.bin", test_data(16 * MIB, 2)).await;
+    let err = blocking(move || {
+        let mut buf = vec![0u8; 4096];
+        file.read_at(&mut buf, 15 * MIB as u64).unwrap_err()
+    })
+    .await;
+    assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
+}
