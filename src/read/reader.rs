@@ -250,8 +250,12 @@ impl Reader {
             if st.prefetched_until < align_down(offset) {
                 st.prefetched_until = align_down(offset);
             }
+            // Top up only once half the window is used, so that parts are
+            // whole `part_size` GETs rather than one small GET per read.
             let target = (end + st.window).min(size);
-            while st.prefetched_until < target {
+            let low_water = end + st.window / 2;
+            let top_up = st.prefetched_until < low_water.min(size);
+            while top_up && st.prefetched_until < target {
                 let start = st.prefetched_until;
                 let len = tuning.part_size.min(target - start);
                 let stop = (align_down(start + len + BLOCK_SIZE - 1)).min(size);
@@ -265,6 +269,16 @@ impl Reader {
             }
             st.window = (st.window * 2).min(tuning.read_ahead_max.max(tuning.initial_window));
         }
+        tracing::trace!(
+            key = &*self.object.key,
+            offset,
+            end,
+            sequential,
+            prefetched_until = st.prefetched_until,
+            window = st.window,
+            parts = st.parts.len(),
+            "read planned"
+        );
         st.last_end = end;
         st.parts.iter().cloned().collect()
     }
@@ -384,4 +398,94 @@ async fn fetch_range(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s3::{Credentials, Endpoint, RetryPolicy, S3Config};
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// A reader over an unreachable endpoint: its parts fail, but planning
+    /// (which reads become which GETs) can be watched.
+    fn reader(size: u64) -> Reader {
+        let endpoint = Endpoint::resolve(Some("http://127.0.0.1:9"), None, "bkt", true).unwrap();
+        let mut config = S3Config::new("bkt", endpoint, Credentials::new("k", "s", None, "test"));
+        config.retry = RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        };
+        let client = S3Client::new(config).unwrap();
+        let ctx = Arc::new(ReadContext::new(
+            client,
+            ReadTuning {
+                part_size: 8 * MIB,
+                read_ahead_max: 64 * MIB,
+                initial_window: MIB,
+                cache_size: 256 * MIB,
+                max_concurrency: 4,
+            },
+        ));
+        Reader::new(
+            ctx,
+            ObjectToRead {
+                key: Arc::from("k"),
+                etag: Arc::from("e"),
+                version_id: None,
+                size,
+            },
+        )
+    }
+
+    fn ranges(r: &Reader) -> Vec<Range<u64>> {
+        r.state
+            .lock()
+            .unwrap()
+            .parts
+            .iter()
+            .map(|p| p.range.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn sequential_reads_become_few_large_gets() {
+        let r = reader(1024 * MIB);
+        let mut started = Vec::new();
+        for i in 0..512u64 {
+            let offset = i * 128 * 1024;
+            r.plan(offset, offset + 128 * 1024);
+            for range in ranges(&r) {
+                if !started.contains(&range) {
+                    started.push(range);
+                }
+            }
+        }
+        // 64 MiB read plus at most a 64 MiB window ahead, in parts that
+        // grow from 1 MiB to 8 MiB: a couple of dozen GETs, not one per read.
+        assert!(started.len() <= 24, "{} GETs: {started:?}", started.len());
+        assert!(started
+            .iter()
+            .all(|p| p.end - p.start <= 8 * MIB + BLOCK_SIZE));
+        assert!(
+            started
+                .iter()
+                .filter(|p| p.end - p.start >= 4 * MIB)
+                .count()
+                >= 8
+        );
+        assert_eq!(started[0].start, 0);
+    }
+
+    #[tokio::test]
+    async fn random_reads_fetch_only_their_blocks() {
+        let r = reader(1024 * MIB);
+        r.plan(500 * MIB, 500 * MIB + 4096);
+        r.plan(10 * MIB, 10 * MIB + 4096);
+        r.plan(700 * MIB, 700 * MIB + 4096);
+        assert!(ranges(&r).is_empty(), "no prefetch for random reads");
+        // A read at offset 0 starts the window at once (time to first byte).
+        r.plan(0, 4096);
+        assert_eq!(ranges(&r), vec![0..(MIB + BLOCK_SIZE)]);
+    }
 }
