@@ -8,3 +8,4 @@ pub mod fs;
 pub mod fuse;
 pub mod read;
 pub mod s3;
+pub mod write;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use support::proxy::{Fault, FaultProxy, TestTls};
-use support::{new_bucket, server, versioning_enabled};
+use support::{new_bucket, new_versioned_bucket, server, versioning_enabled};
 
 const MIB: usize = 1024 * 1024;
 
@@ -480,7 +480,7 @@ async fn delete_objects_in_batches_over_a_thousand() {
 
 #[tokio::test]
 async fn versions_and_delete_markers_are_listed_and_readable() {
-    let c = new_bucket("versions").await;
+    let c = new_versioned_bucket("versions").await;
     if !versioning_enabled(&c).await {
         return;
     }

@@ -22,7 +22,9 @@ use clap::{CommandFactory, Parser, Subcommand};
     version,
     about,
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    // fstab options come after built-in defaults: the last one given wins.
+    args_override_self = true
 )]
 pub struct Cli {
     /// Log every request (to stderr, or to the log when daemonized).

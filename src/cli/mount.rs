@@ -18,6 +18,7 @@ use crate::fs::{Fs, FsConfig};
 use crate::fuse::FuseAdapter;
 use crate::read::ReadTuning;
 use crate::s3::ListRequest;
+use crate::write::default_cache_dir;
 
 fn parse_mode(s: &str) -> Result<u16, String> {
     let digits = s.trim().trim_start_matches("0o");
@@ -109,6 +110,15 @@ pub struct MountArgs {
     /// Most S3 requests for file data in flight at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = "Transfers")]
     pub max_concurrency: u32,
+
+    /// Directory for staging files of writes in progress [default:
+    /// /var/cache/bucketfs for root, else ~/.cache/bucketfs].
+    #[arg(long, value_name = "DIR", help_heading = "Caching")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Memory for uploads in flight, shared by all files being written.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size_arg, help_heading = "Transfers")]
+    pub write_buffer: u64,
 
     /// Write logs here when daemonized [default: syslog].
     #[arg(long, value_name = "FILE", help_heading = "Mount")]
@@ -286,9 +296,14 @@ fn serve(
             cache_size: args.cache_size,
             max_concurrency: args.max_concurrency as usize,
         },
+        cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
+        write_buffer: args.write_buffer,
+        part_size: args.part_size,
     };
-    let fs = Arc::new(Fs::new(client, config));
-    let adapter = FuseAdapter::new(fs, runtime.handle().clone());
+    let fs = Arc::new(
+        Fs::new(client, config).map_err(|e| anyhow!("cannot use the cache directory: {e}"))?,
+    );
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
 
     let mut options = vec![
         MountOption::FSName(source.to_string()),
@@ -327,6 +342,7 @@ fn serve(
     // SIGINT and SIGTERM unmount, which ends the session loop below.
     let mut unmounter = session.unmount_callable();
     let shown = mountpoint.display().to_string();
+    let signal_fs = fs.clone();
     runtime.spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -340,7 +356,8 @@ fn serve(
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        tracing::info!("signal received: unmounting {shown}");
+        tracing::info!("signal received: saving pending writes, then unmounting {shown}");
+        signal_fs.flush_all().await;
         if let Err(e) = unmounter.unmount() {
             tracing::error!("unmount of {shown} failed: {e}");
         }
@@ -353,6 +370,9 @@ fn serve(
     }
     let result = session.run();
     tracing::info!("unmounted {}", mountpoint.display());
+    // Anything a failed upload left: one last try, else it stays staged.
+    runtime.block_on(fs.flush_all());
+    fs.cleanup();
     runtime.shutdown_timeout(Duration::from_secs(5));
     result.map_err(|e| anyhow!("FUSE session ended with an error: {e}"))
 }

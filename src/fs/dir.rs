@@ -36,18 +36,34 @@ impl Fs {
         // shows it, as close-to-open consistency would.
         self.invalidate_listing(&inode.path);
         let listing = self.list_dir(&inode.path).await?;
-        let entries = listing
+        let mut entries: std::collections::BTreeMap<String, DirEntry> = listing
             .entries
             .iter()
             .map(|(name, listed)| {
                 let (attr, etag) = self.listed_attr(listed);
-                DirEntry {
-                    name: name.clone(),
-                    attr,
-                    etag,
-                }
+                (
+                    name.clone(),
+                    DirEntry {
+                        name: name.clone(),
+                        attr,
+                        etag,
+                    },
+                )
             })
             .collect();
+        // Files created or changed here and not saved yet are shown as
+        // they are locally.
+        for (name, attr) in self.local_children(&inode.path) {
+            entries.insert(
+                name.clone(),
+                DirEntry {
+                    name,
+                    attr,
+                    etag: None,
+                },
+            );
+        }
+        let entries = entries.into_values().collect();
         let snapshot = DirSnapshot {
             dir: inode.ino,
             parent: inode.parent,

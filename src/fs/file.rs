@@ -28,18 +28,23 @@ pub struct Opened {
 }
 
 impl Fs {
-    pub async fn open(&self, ino: Ino, write: bool) -> FsResult<Opened> {
+    pub async fn open(&self, ino: Ino, write: bool, truncate: bool) -> FsResult<Opened> {
         if write {
-            return Err(FsError::new(
-                libc::EROFS,
-                if self.config.read_only {
-                    "mounted read-only"
-                } else {
-                    "writing is not supported yet"
-                },
-            ));
+            return self.open_for_write(ino, truncate).await;
         }
         let mut inode = self.getattr(ino).await?;
+        if let Some(dirty) = self.local_dirty(&inode.path) {
+            // Unsaved changes: read them, not the bucket's copy.
+            let fh = self.add_handle(Handle::Local {
+                ino,
+                dirty,
+                writable: false,
+            });
+            return Ok(Opened {
+                fh,
+                keep_cache: false,
+            });
+        }
         match inode.attr.kind {
             Kind::Dir => return Err(FsError::new(libc::EISDIR, "is a directory")),
             Kind::File | Kind::Symlink => {}
@@ -68,25 +73,34 @@ impl Fs {
                 size: inode.attr.size,
             },
         );
-        let fh = self.add_handle(Handle::File(Arc::new(reader)));
+        let fh = self.add_handle(Handle::File {
+            ino,
+            reader: Arc::new(reader),
+        });
         Ok(Opened { fh, keep_cache })
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let reader = match self
-            .handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-        {
-            Some(Handle::File(reader)) => reader.clone(),
-            _ => return Err(FsError::new(libc::EBADF, "not an open file")),
+        let (ino, reader, dirty) = {
+            let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+            match handles.get(&fh) {
+                Some(Handle::File { ino, reader }) => (*ino, Some(reader.clone()), None),
+                Some(Handle::Local { ino, dirty, .. }) => (*ino, None, Some(dirty.clone())),
+                _ => return Err(FsError::new(libc::EBADF, "not an open file")),
+            }
         };
-        reader.read(offset, size).await
-    }
-
-    pub fn release(&self, fh: u64) {
-        self.remove_handle(fh);
+        // A file opened for reading that has since been changed through
+        // this mount reads the changes.
+        let dirty = dirty.or_else(|| self.inodes.get(ino).and_then(|i| self.local_dirty(&i.path)));
+        match (dirty, reader) {
+            (Some(dirty), _) => {
+                let ctx = self.writer()?;
+                let dirty = dirty.lock().await;
+                dirty.read(&ctx, offset, size).await
+            }
+            (None, Some(reader)) => reader.read(offset, size).await,
+            (None, None) => Err(FsError::new(libc::EBADF, "not an open file")),
+        }
     }
 
     /// readlink: the target is the object's body (s3fs's format).

@@ -153,6 +153,31 @@ impl InodeTable {
         Some(inode.clone())
     }
 
+    /// The inode currently holding `path`, if any.
+    pub fn find(&self, path: &str) -> Option<Ino> {
+        self.lock()
+            .values()
+            .find(|i| &*i.path == path)
+            .map(|i| i.ino)
+    }
+
+    /// After a rename: `from` (and everything below it) is now `to`. The
+    /// inodes keep their numbers, which the kernel holds.
+    pub fn rename(&self, from: &str, to: &str, new_parent: Ino) {
+        let below = format!("{from}/");
+        let mut inodes = self.lock();
+        for inode in inodes.values_mut() {
+            if &*inode.path == from {
+                inode.path = Arc::from(to);
+                inode.parent = new_parent;
+                inode.valid_until = Instant::now();
+            } else if let Some(rest) = inode.path.strip_prefix(&below) {
+                inode.path = Arc::from(format!("{to}/{rest}"));
+                inode.valid_until = Instant::now();
+            }
+        }
+    }
+
     /// The kernel dropped `n` references; forget the inode at zero.
     pub fn forget(&self, ino: Ino, n: u64) {
         if ino == ROOT_INO {

@@ -187,6 +187,11 @@ impl Fs {
     /// Find what `name` in directory `dir_path` is, asking S3 only when no
     /// fresh cache knows.
     pub(crate) async fn resolve(&self, dir_path: &str, name: &str) -> FsResult<Option<Resolved>> {
+        // A file with local changes is what this mount shows, whatever the
+        // bucket has (or does not have yet).
+        if let Some(attr) = self.local_attr(&child_path(dir_path, name)) {
+            return Ok(Some(Resolved { attr, etag: None }));
+        }
         if let Some(listing) = self.cached_listing(dir_path) {
             return Ok(listing.entries.get(name).map(|listed| {
                 let (attr, etag) = self.listed_attr(listed);
@@ -218,17 +223,26 @@ impl Fs {
         );
         let dir = dir?;
         if let Some(first) = dir.objects.first() {
-            let marker_time = (first.key == dir_request.prefix).then_some(first.last_modified);
             if head.is_ok() {
                 self.odd_keys.hidden(
                     &key,
                     "a directory of the same name exists, and the directory wins",
                 );
             }
-            return Ok(Some(Resolved {
-                attr: self.config.attrs.dir(marker_time.map(|t| (t, None))),
-                etag: None,
-            }));
+            // A marker object may carry the directory's mode and owner.
+            let attr = if first.key == dir_request.prefix {
+                let metadata = match self.client.head_object(&first.key, None).await {
+                    Ok(meta) => Some(meta.user_metadata),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => return Err(e.into()),
+                };
+                self.config
+                    .attrs
+                    .dir(Some((first.last_modified, metadata.as_ref())))
+            } else {
+                self.config.attrs.dir(None)
+            };
+            return Ok(Some(Resolved { attr, etag: None }));
         }
         if !dir.common_prefixes.is_empty() {
             return Ok(Some(Resolved {
@@ -302,6 +316,12 @@ impl Fs {
     /// getattr: attributes, from the inode while fresh, else from S3.
     pub async fn getattr(&self, ino: Ino) -> FsResult<Inode> {
         let inode = self.inode(ino)?;
+        if let Some(attr) = self.local_attr(&inode.path) {
+            return self
+                .inodes
+                .update(ino, |i| i.attr = attr)
+                .ok_or_else(FsError::not_found);
+        }
         if ino == ROOT_INO || inode.valid_until > Instant::now() {
             return Ok(inode);
         }

@@ -16,6 +16,7 @@ mod file;
 pub mod inode;
 mod lookup;
 pub mod names;
+mod write_ops;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -27,6 +28,7 @@ use lru::LruCache;
 
 use crate::read::{ReadContext, ReadTuning, Reader};
 use crate::s3::S3Client;
+use crate::write::{DirtyFile, PartLayout, StagingDir, WriteContext};
 use attr::AttrDefaults;
 pub use attr::{Attr, Kind};
 pub use dir::{DirEntry, DirSnapshot};
@@ -47,15 +49,41 @@ pub struct FsConfig {
     pub negative_ttl: Duration,
     pub read_only: bool,
     pub read: ReadTuning,
+    /// Where staging files live (a per-mount directory is made inside).
+    pub cache_dir: std::path::PathBuf,
+    /// Memory for part uploads in flight, shared by all files.
+    pub write_buffer: u64,
+    /// First multipart part size (parts grow beyond 1,000 parts).
+    pub part_size: u64,
 }
 
 /// Directory listings kept at once (each lives `metadata_ttl`).
 const LISTING_CACHE_DIRS: usize = 64;
 
+type SharedDirty = Arc<tokio::sync::Mutex<DirtyFile>>;
+
 /// An open file or directory.
 enum Handle {
-    File(Arc<Reader>),
+    /// Opened for reading an object as it is in the bucket.
+    File {
+        ino: Ino,
+        reader: Arc<Reader>,
+    },
+    /// A file with local changes (opened for writing, or for reading while
+    /// it has unsaved changes).
+    Local {
+        ino: Ino,
+        dirty: SharedDirty,
+        writable: bool,
+    },
     Dir(Arc<DirSnapshot>),
+}
+
+/// A file whose current content is local (being written, or not yet
+/// uploaded), and the attributes to show for it meanwhile.
+struct LocalFile {
+    dirty: SharedDirty,
+    attr: Attr,
 }
 
 pub struct Fs {
@@ -68,14 +96,29 @@ pub struct Fs {
     handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
     read_ctx: Arc<ReadContext>,
+    /// `None` on a read-only mount.
+    write_ctx: Option<Arc<WriteContext>>,
+    /// Files with local content, by path.
+    local: Mutex<HashMap<String, LocalFile>>,
     odd_keys: OddKeyLog,
 }
 
 impl Fs {
-    pub fn new(client: S3Client, config: FsConfig) -> Self {
+    pub fn new(client: S3Client, config: FsConfig) -> std::io::Result<Self> {
         let root = config.attrs.dir(None);
         let read_ctx = Arc::new(ReadContext::new(client.clone(), config.read.clone()));
-        Fs {
+        let write_ctx = if config.read_only {
+            None
+        } else {
+            let staging = StagingDir::open(&config.cache_dir)?;
+            Some(Arc::new(WriteContext::new(
+                client.clone(),
+                PartLayout::new(config.part_size),
+                staging,
+                config.write_buffer,
+            )))
+        };
+        Ok(Fs {
             client,
             inodes: inode::InodeTable::new(root),
             listings: Mutex::new(LruCache::new(
@@ -85,9 +128,11 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             read_ctx,
+            write_ctx,
+            local: Mutex::new(HashMap::new()),
             odd_keys: OddKeyLog::default(),
             config,
-        }
+        })
     }
 
     pub fn config(&self) -> &FsConfig {
@@ -174,3 +219,14 @@ pub struct StatFs {
     pub namelen: u32,
 }
 pub use file::Opened;
+pub use write_ops::{Caller, SetAttr};
+
+impl Fs {
+    /// At exit: remove this mount's staging directory if nothing is left
+    /// in it (a failed upload's data stays, with its path logged).
+    pub fn cleanup(&self) {
+        if let Some(ctx) = &self.write_ctx {
+            ctx.staging.remove_if_empty();
+        }
+    }
+}

@@ -12,14 +12,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::path::Path;
+use std::time::SystemTime;
+
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    BsdFileFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
-use crate::fs::{Attr, Fs, FsError, Inode, Kind};
+use crate::fs::{Attr, Caller, Fs, FsError, Inode, Kind, SetAttr};
 
 /// Largest read and write the kernel sends in one request.
 const MAX_IO: u32 = 1024 * 1024;
@@ -95,6 +99,21 @@ fn utf8(name: &OsStr) -> Result<String, Errno> {
         .map_err(|_| Errno::from_i32(libc::ENOENT))
 }
 
+/// A name for a new entry: S3 keys are UTF-8, so a name that is not cannot
+/// be stored without mangling it. EILSEQ says so.
+fn utf8_new(name: &OsStr) -> Result<String, Errno> {
+    std::str::from_utf8(name.as_bytes())
+        .map(str::to_owned)
+        .map_err(|_| Errno::from_i32(libc::EILSEQ))
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
 macro_rules! unsupported {
     ($op:literal, $reply:expr, $errno:expr) => {{
         tracing::debug!(concat!($op, ": not supported"));
@@ -166,7 +185,7 @@ impl fuser::Filesystem for FuseAdapter {
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND) != 0;
         let fs = self.fs.clone();
         self.rt.spawn(async move {
-            match fs.open(ino.0, write).await {
+            match fs.open(ino.0, write, flags.0 & libc::O_TRUNC != 0).await {
                 Ok(opened) => {
                     let flags = if opened.keep_cache {
                         FopenFlags::FOPEN_KEEP_CACHE
@@ -204,12 +223,262 @@ impl fuser::Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Read-only handles have nothing to flush.
-        reply.ok();
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed("flush", &e)),
+            }
+        });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed("fsync", &e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let fs = self.fs.clone();
+        let data = data.to_vec();
+        self.rt.spawn(async move {
+            match fs.write(fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(failed("write", &e)),
+            }
+        });
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match utf8_new(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let caller = caller(req);
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs
+                .create(
+                    parent.0,
+                    &name,
+                    mode & !umask,
+                    caller,
+                    flags & libc::O_EXCL != 0,
+                )
+                .await
+            {
+                Ok((inode, opened)) => reply.created(
+                    &fs.ttl(),
+                    &inode_attr(&inode),
+                    Generation(0),
+                    FileHandle(opened.fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(failed("create", &e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match utf8_new(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let caller = caller(req);
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.mknod(parent.0, &name, mode & !umask, rdev, caller).await {
+                Ok(inode) => reply.entry(&fs.ttl(), &inode_attr(&inode), Generation(0)),
+                Err(e) => reply.error(failed("mknod", &e)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match utf8_new(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let caller = caller(req);
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.mkdir(parent.0, &name, mode & !umask, caller).await {
+                Ok(inode) => reply.entry(&fs.ttl(), &inode_attr(&inode), Generation(0)),
+                Err(e) => reply.error(failed("mkdir", &e)),
+            }
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let name = match utf8_new(link_name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let target = target.as_os_str().as_bytes().to_vec();
+        let caller = caller(req);
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.symlink(parent.0, &name, &target, caller).await {
+                Ok(inode) => reply.entry(&fs.ttl(), &inode_attr(&inode), Generation(0)),
+                Err(e) => reply.error(failed("symlink", &e)),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match utf8(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed("unlink", &e)),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match utf8(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed("rmdir", &e)),
+            }
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            // Swapping two keys cannot be done atomically with S3 copies.
+            return unsupported!("rename(RENAME_EXCHANGE)", reply, libc::EINVAL);
+        }
+        let (name, newname) = match (utf8(name), utf8_new(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs
+                .rename(parent.0, &name, newparent.0, &newname, noreplace)
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed("rename", &e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime: mtime.map(|t| match t {
+                TimeOrNow::SpecificTime(t) => t,
+                TimeOrNow::Now => SystemTime::now(),
+            }),
+        };
+        let caller = caller(req);
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.setattr(ino.0, change, caller).await {
+                Ok(inode) => reply.attr(&fs.ttl(), &inode_attr(&inode)),
+                Err(e) => reply.error(failed("setattr", &e)),
+            }
+        });
     }
 
     fn release(
@@ -222,8 +491,11 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
+        // close(2) has its answer from flush already; release saves what a
+        // failed flush left and frees the handle.
         reply.ok();
+        let fs = self.fs.clone();
+        self.rt.spawn(async move { fs.release(fh.0).await });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -203,6 +203,11 @@ impl FaultProxy {
         });
     }
 
+    /// Drop every queued fault: the "server" recovers.
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().plan.clear();
+    }
+
     /// Faults still queued and not yet used.
     pub fn pending_faults(&self) -> usize {
         self.state

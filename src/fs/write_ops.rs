@@ -1,0 +1,971 @@
+//! Operations that change the bucket: create, write, flush, setattr,
+//! unlink, mkdir, rmdir, symlink, mknod, rename.
+//!
+//! File content goes through `crate::write::DirtyFile` (staging file,
+//! streaming or staged upload). Until a file's upload succeeds, the mount
+//! shows it from local state (`Fs::local`): it exists, with its size, from
+//! the moment `create` returns. Namespace changes (mkdir, symlink, rename,
+//! unlink) go to S3 at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use super::attr::{Attr, Kind};
+use super::error::{FsError, FsResult};
+use super::file::Opened;
+use super::inode::{Ino, Inode};
+use super::{Fs, Handle, LocalFile, SharedDirty};
+use crate::s3::{CopySource, MetadataDirective, ObjectIdentifier, PutOptions};
+use crate::write::{mtime_value, BaseObject, DirtyFile, PartLayout, WriteContext};
+
+/// Largest object one CopyObject may copy (S3 and B2: 5 GiB).
+const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
+/// Objects copied at once by a directory rename.
+const RENAME_CONCURRENCY: usize = 16;
+
+/// Attribute changes asked for by setattr.
+#[derive(Debug, Default, Clone)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime: Option<SystemTime>,
+}
+
+/// Who is asking (from the FUSE request).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+fn parent_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+impl Fs {
+    pub(crate) fn writer(&self) -> FsResult<Arc<WriteContext>> {
+        self.write_ctx
+            .clone()
+            .ok_or_else(|| FsError::new(libc::EROFS, "mounted read-only"))
+    }
+
+    fn local_map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, LocalFile>> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn local_dirty(&self, path: &str) -> Option<SharedDirty> {
+        self.local_map().get(path).map(|l| l.dirty.clone())
+    }
+
+    pub(crate) fn local_attr(&self, path: &str) -> Option<Attr> {
+        self.local_map().get(path).map(|l| l.attr.clone())
+    }
+
+    /// Local files directly inside `dir_path`, with their attributes.
+    pub(crate) fn local_children(&self, dir_path: &str) -> Vec<(String, Attr)> {
+        self.local_map()
+            .iter()
+            .filter(|(path, _)| parent_of(path) == dir_path)
+            .map(|(path, l)| {
+                (
+                    path.rsplit('/').next().unwrap_or(path).to_owned(),
+                    l.attr.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn attr_of_dirty(&self, dirty: &DirtyFile) -> Attr {
+        self.config
+            .attrs
+            .object(dirty.size, SystemTime::now(), Some(&dirty.metadata))
+    }
+
+    /// Record what a dirty file looks like now, in the local map and the
+    /// inode table.
+    fn publish(&self, ino: Option<Ino>, path: &str, dirty_arc: &SharedDirty, dirty: &DirtyFile) {
+        let attr = self.attr_of_dirty(dirty);
+        self.local_map().insert(
+            path.to_owned(),
+            LocalFile {
+                dirty: dirty_arc.clone(),
+                attr: attr.clone(),
+            },
+        );
+        if let Some(ino) = ino {
+            self.inodes.update(ino, |i| {
+                i.attr = attr;
+                i.valid_until = Instant::now() + self.config.metadata_ttl;
+            });
+        }
+    }
+
+    /// The metadata s3fs stores for a new object.
+    fn new_metadata(&self, mode: u32, caller: Caller) -> BTreeMap<String, String> {
+        let now = mtime_value(SystemTime::now());
+        BTreeMap::from([
+            ("mode".to_owned(), mode.to_string()),
+            ("uid".to_owned(), caller.uid.to_string()),
+            ("gid".to_owned(), caller.gid.to_string()),
+            ("mtime".to_owned(), now.clone()),
+            ("ctime".to_owned(), now),
+        ])
+    }
+
+    /// Make (or find) the dirty state of an existing file, based on its
+    /// current object unless `truncate`.
+    async fn dirty_for(&self, inode: &Inode, truncate: bool) -> FsResult<SharedDirty> {
+        if let Some(dirty) = self.local_dirty(&inode.path) {
+            return Ok(dirty);
+        }
+        let ctx = self.writer()?;
+        let key = self.key(&inode.path);
+        let (base, metadata) = match self.client.head_object(&key, None).await {
+            Ok(meta) => (
+                Some(BaseObject {
+                    etag: meta.etag,
+                    size: meta.size,
+                }),
+                meta.user_metadata,
+            ),
+            Err(e) if e.is_not_found() => (None, BTreeMap::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut metadata = metadata;
+        metadata
+            .entry("mode".into())
+            .or_insert_with(|| (libc::S_IFREG | inode.attr.perm as u32).to_string());
+        let base = if truncate { None } else { base };
+        let mut dirty = DirtyFile::new(&ctx, key, base, metadata)?;
+        if truncate {
+            dirty.truncate(&ctx, 0)?;
+        }
+        let attr = self.attr_of_dirty(&dirty);
+        let arc = Arc::new(tokio::sync::Mutex::new(dirty));
+        // Another task may have made one meanwhile: keep the first.
+        let existing = {
+            let mut local = self.local_map();
+            match local.get(&*inode.path) {
+                Some(existing) => Some(existing.dirty.clone()),
+                None => {
+                    local.insert(
+                        inode.path.to_string(),
+                        LocalFile {
+                            dirty: arc.clone(),
+                            attr,
+                        },
+                    );
+                    None
+                }
+            }
+        };
+        match existing {
+            Some(existing) => {
+                if let Ok(unused) = Arc::try_unwrap(arc) {
+                    unused.into_inner().discard();
+                }
+                Ok(existing)
+            }
+            None => Ok(arc),
+        }
+    }
+
+    pub(crate) async fn open_for_write(&self, ino: Ino, truncate: bool) -> FsResult<Opened> {
+        self.writer()?;
+        let inode = self.getattr(ino).await?;
+        if inode.attr.kind == Kind::Dir {
+            return Err(FsError::new(libc::EISDIR, "is a directory"));
+        }
+        if inode.attr.kind != Kind::File {
+            return Err(FsError::new(
+                libc::EINVAL,
+                "only regular files can be written",
+            ));
+        }
+        let dirty_arc = self.dirty_for(&inode, truncate).await?;
+        {
+            let ctx = self.writer()?;
+            let mut dirty = dirty_arc.lock().await;
+            if truncate && dirty.size != 0 {
+                dirty.truncate(&ctx, 0)?;
+            }
+            dirty.open_handles += 1;
+            self.publish(Some(ino), &inode.path, &dirty_arc, &dirty);
+        }
+        let fh = self.add_handle(Handle::Local {
+            ino,
+            dirty: dirty_arc,
+            writable: true,
+        });
+        Ok(Opened {
+            fh,
+            keep_cache: false,
+        })
+    }
+
+    /// create: a new, empty file that exists (locally) at once and is
+    /// stored as an empty object at the latest when it is closed.
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+        exclusive: bool,
+    ) -> FsResult<(Inode, Opened)> {
+        let ctx = self.writer()?;
+        let parent_inode = self.inode(parent)?;
+        let path = self.checked_child_path(&parent_inode, name)?;
+        if exclusive && self.resolve(&parent_inode.path, name).await?.is_some() {
+            return Err(FsError::new(libc::EEXIST, "file exists"));
+        }
+        let metadata = self.new_metadata(libc::S_IFREG | (mode & 0o7777), caller);
+        let mut dirty = DirtyFile::new(&ctx, self.key(&path), None, metadata)?;
+        dirty.needs_upload = true;
+        dirty.open_handles = 1;
+        let attr = self.attr_of_dirty(&dirty);
+        let arc = Arc::new(tokio::sync::Mutex::new(dirty));
+        let replaced = self.local_map().insert(
+            path.clone(),
+            LocalFile {
+                dirty: arc.clone(),
+                attr: attr.clone(),
+            },
+        );
+        if let Some(old) = replaced {
+            // Replacing an unsaved file of the same name: its data goes.
+            let mut old = old.dirty.lock().await;
+            old.unlinked = true;
+        }
+        self.forget_missing(&path);
+        self.invalidate_listing(&parent_inode.path);
+        let inode = self.inodes.remember(
+            parent,
+            &path,
+            attr,
+            None,
+            Instant::now() + self.config.metadata_ttl,
+            true,
+        );
+        let fh = self.add_handle(Handle::Local {
+            ino: inode.ino,
+            dirty: arc,
+            writable: true,
+        });
+        Ok((
+            inode,
+            Opened {
+                fh,
+                keep_cache: false,
+            },
+        ))
+    }
+
+    fn writable_handle(&self, fh: u64) -> FsResult<(Ino, SharedDirty)> {
+        match self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+        {
+            Some(Handle::Local {
+                ino,
+                dirty,
+                writable: true,
+            }) => Ok((*ino, dirty.clone())),
+            Some(_) => Err(FsError::new(libc::EBADF, "not open for writing")),
+            None => Err(FsError::new(libc::EBADF, "no such handle")),
+        }
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let ctx = self.writer()?;
+        let (ino, dirty_arc) = self.writable_handle(fh)?;
+        let mut dirty = dirty_arc.lock().await;
+        if offset + data.len() as u64 > 5 * 1024 * 1024 * 1024 * 1024 {
+            return Err(FsError::new(libc::EFBIG, "beyond S3's 5 TiB object limit"));
+        }
+        dirty.write(&ctx, offset, data).await?;
+        if !dirty.unlinked {
+            if let Some(inode) = self.inodes.get(ino) {
+                self.publish(Some(ino), &inode.path, &dirty_arc, &dirty);
+            }
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Upload a dirty file and record the result. Called with its lock held.
+    async fn save(
+        &self,
+        ino: Option<Ino>,
+        dirty_arc: &SharedDirty,
+        dirty: &mut DirtyFile,
+    ) -> FsResult<()> {
+        let ctx = self.writer()?;
+        let Some(out) = dirty.upload(&ctx).await? else {
+            return Ok(());
+        };
+        let path = dirty
+            .key
+            .strip_prefix(&self.config.prefix)
+            .unwrap_or(&dirty.key)
+            .to_owned();
+        let attr = self.attr_of_dirty(dirty);
+        if let Some(ino) = ino {
+            self.inodes.update(ino, |i| {
+                i.attr = attr.clone();
+                i.etag = Some(Arc::from(out.etag.as_str()));
+                i.valid_until = Instant::now() + self.config.metadata_ttl;
+            });
+        }
+        self.invalidate_listing(parent_of(&path));
+        if dirty.open_handles == 0 {
+            self.drop_local(&path, dirty_arc, dirty);
+        } else {
+            self.publish(ino, &path, dirty_arc, dirty);
+        }
+        Ok(())
+    }
+
+    /// Forget a clean, closed dirty file.
+    fn drop_local(&self, path: &str, dirty_arc: &SharedDirty, dirty: &DirtyFile) {
+        let mut local = self.local_map();
+        if local
+            .get(path)
+            .is_some_and(|l| Arc::ptr_eq(&l.dirty, dirty_arc))
+        {
+            local.remove(path);
+        }
+        drop(local);
+        dirty.discard();
+    }
+
+    /// flush (every close) and fsync: the data is in the bucket when this
+    /// returns Ok; an upload failure is the caller's error.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let (ino, dirty_arc) = match self.writable_handle(fh) {
+            Ok(found) => found,
+            Err(_) => return Ok(()), // read-only handles have nothing to flush
+        };
+        let mut dirty = dirty_arc.lock().await;
+        self.save(Some(ino), &dirty_arc, &mut dirty).await
+    }
+
+    pub async fn release(&self, fh: u64) {
+        let Some(handle) = self.remove_handle(fh) else {
+            return;
+        };
+        let Handle::Local {
+            ino,
+            dirty: dirty_arc,
+            writable: true,
+        } = handle
+        else {
+            return;
+        };
+        let mut dirty = dirty_arc.lock().await;
+        dirty.open_handles = dirty.open_handles.saturating_sub(1);
+        if dirty.open_handles > 0 {
+            return;
+        }
+        let path = dirty
+            .key
+            .strip_prefix(&self.config.prefix)
+            .unwrap_or(&dirty.key)
+            .to_owned();
+        if dirty.unlinked {
+            dirty.discard();
+            return;
+        }
+        // Normally the close's flush already saved it; try once more.
+        match self.save(Some(ino), &dirty_arc, &mut dirty).await {
+            Ok(()) => self.drop_local(&path, &dirty_arc, &dirty),
+            Err(e) => tracing::error!(
+                "{path} was closed with changes not in the bucket ({e}); they are kept in {}",
+                dirty.staging_path().display()
+            ),
+        }
+    }
+
+    /// setattr: truncate, chmod, chown, utimens.
+    pub async fn setattr(&self, ino: Ino, change: SetAttr, caller: Caller) -> FsResult<Inode> {
+        let inode = self.getattr(ino).await?;
+        if change.size.is_none()
+            && change.mode.is_none()
+            && change.uid.is_none()
+            && change.gid.is_none()
+            && change.mtime.is_none()
+        {
+            return Ok(inode);
+        }
+        let ctx = self.writer()?;
+        // POSIX: only root may give a file away; the owner may change the group.
+        if let Some(uid) = change.uid {
+            if caller.uid != 0 && uid != inode.attr.uid {
+                return Err(FsError::new(
+                    libc::EPERM,
+                    "only root may change a file's owner",
+                ));
+            }
+        }
+        if change.gid.is_some() && caller.uid != 0 && caller.uid != inode.attr.uid {
+            return Err(FsError::new(
+                libc::EPERM,
+                "only the owner may change a file's group",
+            ));
+        }
+        if change.size.is_some() && inode.attr.kind != Kind::File {
+            return Err(FsError::new(
+                if inode.attr.kind == Kind::Dir {
+                    libc::EISDIR
+                } else {
+                    libc::EINVAL
+                },
+                "only regular files can be truncated",
+            ));
+        }
+        let local = self.local_dirty(&inode.path);
+        if inode.attr.kind == Kind::File && (local.is_some() || change.size.is_some()) {
+            let dirty_arc = match local {
+                Some(d) => d,
+                None => self.dirty_for(&inode, change.size == Some(0)).await?,
+            };
+            let mut dirty = dirty_arc.lock().await;
+            if let Some(size) = change.size {
+                dirty.truncate(&ctx, size)?;
+            }
+            apply_metadata(&mut dirty.metadata, &change, libc::S_IFREG);
+            dirty.needs_upload = true;
+            self.publish(Some(ino), &inode.path, &dirty_arc, &dirty);
+            if dirty.open_handles == 0 {
+                // truncate(2) or chmod on a file nobody has open: save now.
+                self.save(Some(ino), &dirty_arc, &mut dirty).await?;
+            }
+            drop(dirty);
+            return self.inode(ino);
+        }
+        // Metadata only, on an object that is in the bucket.
+        match inode.attr.kind {
+            Kind::Dir => {
+                let key = format!("{}/", self.key(&inode.path));
+                let mut metadata = match self.client.head_object(&key, None).await {
+                    Ok(meta) => meta.user_metadata,
+                    Err(e) if e.is_not_found() => BTreeMap::from([(
+                        "mode".to_owned(),
+                        (libc::S_IFDIR | inode.attr.perm as u32).to_string(),
+                    )]),
+                    Err(e) => return Err(e.into()),
+                };
+                apply_metadata(&mut metadata, &change, libc::S_IFDIR);
+                let options = PutOptions {
+                    user_metadata: metadata,
+                    ..Default::default()
+                };
+                self.client.put_object(&key, Bytes::new(), &options).await?;
+            }
+            _ => {
+                let key = self.key(&inode.path);
+                let meta = self.client.head_object(&key, None).await?;
+                let mut metadata = meta.user_metadata;
+                let type_bits = match inode.attr.kind {
+                    Kind::Symlink => libc::S_IFLNK,
+                    _ => libc::S_IFREG,
+                };
+                metadata
+                    .entry("mode".into())
+                    .or_insert_with(|| (type_bits | inode.attr.perm as u32).to_string());
+                apply_metadata(&mut metadata, &change, type_bits);
+                let options = PutOptions {
+                    content_type: meta.content_type,
+                    user_metadata: metadata,
+                    if_none_match_any: false,
+                };
+                self.copy_object(&key, &key, meta.size, MetadataDirective::Replace(options))
+                    .await?;
+            }
+        }
+        self.invalidate_listing(parent_of(&inode.path));
+        self.inodes.update(ino, |i| i.valid_until = Instant::now());
+        self.getattr(ino).await
+    }
+
+    /// Copy `from` to `to` server-side: CopyObject up to 5 GiB, a multipart
+    /// upload of copied parts above.
+    async fn copy_object(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        directive: MetadataDirective,
+    ) -> FsResult<()> {
+        let source = CopySource::latest(from);
+        if size <= MAX_SINGLE_COPY {
+            self.client.copy_object(&source, to, &directive).await?;
+            return Ok(());
+        }
+        let options = match directive {
+            MetadataDirective::Replace(options) => options,
+            MetadataDirective::Copy => {
+                let meta = self.client.head_object(from, None).await?;
+                PutOptions {
+                    content_type: meta.content_type,
+                    user_metadata: meta.user_metadata,
+                    if_none_match_any: false,
+                }
+            }
+        };
+        // Copy parts of up to 1 GiB (well inside S3's 5 GiB part limit).
+        let layout = PartLayout::new((size / 9_000).max(1024 * 1024 * 1024));
+        let ranges = layout
+            .parts(size)
+            .ok_or_else(|| FsError::new(libc::EFBIG, "object too large to copy"))?;
+        let upload = self.client.create_multipart_upload(to, &options).await?;
+        let parts = futures::stream::iter(ranges.into_iter().enumerate())
+            .map(|(i, range)| {
+                let (source, upload) = (source.clone(), upload.clone());
+                async move {
+                    self.client
+                        .upload_part_copy(to, &upload, i as u32 + 1, &source, range)
+                        .await
+                }
+            })
+            .buffered(4)
+            .try_collect::<Vec<_>>()
+            .await;
+        let done = match parts {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload(to, &upload, &parts)
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if done.is_err() {
+            let _ = self.client.abort_multipart_upload(to, &upload).await;
+        }
+        Ok(done?)
+    }
+
+    pub(crate) fn forget_missing(&self, path: &str) {
+        self.negative
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path);
+    }
+
+    /// A new object that stands for a node (directory marker, symlink,
+    /// special file), put at once.
+    async fn put_node(
+        &self,
+        parent: Ino,
+        name: &str,
+        key_suffix: &str,
+        body: Bytes,
+        metadata: BTreeMap<String, String>,
+    ) -> FsResult<Inode> {
+        self.writer()?;
+        let parent_inode = self.inode(parent)?;
+        let path = self.checked_child_path(&parent_inode, name)?;
+        if self.resolve(&parent_inode.path, name).await?.is_some()
+            || self.local_attr(&path).is_some()
+        {
+            return Err(FsError::new(libc::EEXIST, "file exists"));
+        }
+        let key = format!("{}{key_suffix}", self.key(&path));
+        let size = body.len() as u64;
+        let options = PutOptions {
+            user_metadata: metadata.clone(),
+            if_none_match_any: false,
+            content_type: None,
+        };
+        let out = self.client.put_object(&key, body, &options).await?;
+        self.forget_missing(&path);
+        self.invalidate_listing(&parent_inode.path);
+        let attr = if key_suffix == "/" {
+            self.config
+                .attrs
+                .dir(Some((SystemTime::now(), Some(&metadata))))
+        } else {
+            self.config
+                .attrs
+                .object(size, SystemTime::now(), Some(&metadata))
+        };
+        Ok(self.inodes.remember(
+            parent,
+            &path,
+            attr,
+            (key_suffix.is_empty()).then(|| Arc::from(out.etag.as_str())),
+            Instant::now() + self.config.metadata_ttl,
+            true,
+        ))
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<Inode> {
+        let metadata = self.new_metadata(libc::S_IFDIR | (mode & 0o7777), caller);
+        self.put_node(parent, name, "/", Bytes::new(), metadata)
+            .await
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: Ino,
+        name: &str,
+        target: &[u8],
+        caller: Caller,
+    ) -> FsResult<Inode> {
+        if target.len() > 4096 {
+            return Err(FsError::new(
+                libc::ENAMETOOLONG,
+                "symlink target longer than 4096 bytes",
+            ));
+        }
+        let metadata = self.new_metadata(libc::S_IFLNK | 0o777, caller);
+        self.put_node(parent, name, "", Bytes::copy_from_slice(target), metadata)
+            .await
+    }
+
+    /// mknod: regular files become empty objects; FIFOs, sockets and
+    /// device nodes are empty objects with their mode (and rdev), as s3fs
+    /// stores them.
+    pub async fn mknod(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        rdev: u32,
+        caller: Caller,
+    ) -> FsResult<Inode> {
+        if Kind::from_mode(mode).is_none() {
+            return Err(FsError::new(libc::EINVAL, "unknown file type"));
+        }
+        let mut metadata = self.new_metadata(mode, caller);
+        if rdev != 0 {
+            metadata.insert("rdev".into(), rdev.to_string());
+        }
+        self.put_node(parent, name, "", Bytes::new(), metadata)
+            .await
+    }
+
+    pub async fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
+        self.writer()?;
+        let parent_inode = self.inode(parent)?;
+        let path = self.checked_child_path(&parent_inode, name)?;
+        let local = self.local_map().remove(&path);
+        let remote = self.resolve(&parent_inode.path, name).await?;
+        if local.is_none() && remote.is_none() {
+            return Err(FsError::not_found());
+        }
+        if remote.as_ref().is_some_and(|r| r.attr.kind == Kind::Dir) && local.is_none() {
+            return Err(FsError::new(libc::EISDIR, "is a directory"));
+        }
+        if let Some(local) = local {
+            // Open handles keep reading and writing it; it is never saved.
+            let mut dirty = local.dirty.lock().await;
+            dirty.unlinked = true;
+            if dirty.open_handles == 0 {
+                dirty.discard();
+            }
+        }
+        if remote.is_some() {
+            self.client.delete_object(&self.key(&path), None).await?;
+        }
+        self.invalidate_listing(&parent_inode.path);
+        self.remember_missing_now(&path);
+        Ok(())
+    }
+
+    pub(crate) fn remember_missing_now(&self, path: &str) {
+        if !self.config.negative_ttl.is_zero() {
+            self.negative
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(path.to_owned(), Instant::now() + self.config.negative_ttl);
+        }
+    }
+
+    /// Whether a directory has any child, in the bucket or local.
+    async fn dir_is_empty(&self, path: &str) -> FsResult<bool> {
+        let prefix = format!("{}/", self.key(path));
+        let page = self
+            .client
+            .list_objects(&crate::s3::ListRequest {
+                prefix: prefix.clone(),
+                max_keys: Some(2),
+                ..Default::default()
+            })
+            .await?;
+        let remote_child =
+            page.objects.iter().any(|o| o.key != prefix) || !page.common_prefixes.is_empty();
+        let local_child = self
+            .local_map()
+            .keys()
+            .any(|k| k.starts_with(&format!("{path}/")));
+        Ok(!remote_child && !local_child)
+    }
+
+    pub async fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
+        self.writer()?;
+        let parent_inode = self.inode(parent)?;
+        let path = self.checked_child_path(&parent_inode, name)?;
+        match self.resolve(&parent_inode.path, name).await? {
+            None => return Err(FsError::not_found()),
+            Some(r) if r.attr.kind != Kind::Dir => {
+                return Err(FsError::new(libc::ENOTDIR, "not a directory"))
+            }
+            Some(_) => {}
+        }
+        if !self.dir_is_empty(&path).await? {
+            return Err(FsError::new(libc::ENOTEMPTY, "directory not empty"));
+        }
+        self.client
+            .delete_object(&format!("{}/", self.key(&path)), None)
+            .await?;
+        self.invalidate_listing(&parent_inode.path);
+        self.invalidate_listing(&path);
+        self.remember_missing_now(&path);
+        Ok(())
+    }
+
+    /// rename. Files: saved if dirty, then CopyObject and DeleteObject.
+    /// Directories: every key below is copied, then the old keys deleted;
+    /// this is not atomic (see SEMANTICS.md).
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        noreplace: bool,
+    ) -> FsResult<()> {
+        self.writer()?;
+        let from_dir = self.inode(parent)?;
+        let to_dir = self.inode(new_parent)?;
+        let from = self.checked_child_path(&from_dir, name)?;
+        let to = self.checked_child_path(&to_dir, new_name)?;
+        if from == to {
+            return Ok(());
+        }
+        let source = match self.local_attr(&from) {
+            Some(attr) => attr,
+            None => {
+                self.resolve(&from_dir.path, name)
+                    .await?
+                    .ok_or_else(FsError::not_found)?
+                    .attr
+            }
+        };
+        if source.kind == Kind::Dir && to.starts_with(&format!("{from}/")) {
+            return Err(FsError::new(
+                libc::EINVAL,
+                "cannot move a directory into itself",
+            ));
+        }
+        let target = match self.local_attr(&to) {
+            Some(attr) => Some(attr),
+            None => self.resolve(&to_dir.path, new_name).await?.map(|r| r.attr),
+        };
+        if let Some(target) = &target {
+            if noreplace {
+                return Err(FsError::new(
+                    libc::EEXIST,
+                    "target exists (RENAME_NOREPLACE)",
+                ));
+            }
+            match (source.kind == Kind::Dir, target.kind == Kind::Dir) {
+                (false, true) => return Err(FsError::new(libc::EISDIR, "target is a directory")),
+                (true, false) => {
+                    return Err(FsError::new(libc::ENOTDIR, "target is not a directory"))
+                }
+                (true, true) if !self.dir_is_empty(&to).await? => {
+                    return Err(FsError::new(libc::ENOTEMPTY, "target directory not empty"))
+                }
+                _ => {}
+            }
+        }
+        if source.kind == Kind::Dir {
+            self.rename_dir(&from, &to).await?;
+        } else {
+            self.rename_file(&from, &to).await?;
+        }
+        self.inodes.rename(&from, &to, new_parent);
+        for dir in [&from_dir.path, &to_dir.path] {
+            self.invalidate_listing(dir);
+        }
+        self.invalidate_listing(&from);
+        self.invalidate_listing(&to);
+        self.forget_missing(&to);
+        self.remember_missing_now(&from);
+        Ok(())
+    }
+
+    async fn rename_file(&self, from: &str, to: &str) -> FsResult<()> {
+        let (from_key, to_key) = (self.key(from), self.key(to));
+        // Unsaved content moves with the name: save it under the old key
+        // first so the copy carries it, then point the dirty state at the
+        // new key.
+        let local = self.local_map().remove(from);
+        if let Some(local) = &local {
+            let mut dirty = local.dirty.lock().await;
+            let ino = self.inodes.find(from);
+            self.save(ino, &local.dirty, &mut dirty)
+                .await
+                .inspect_err(|_| {
+                    // Put it back: nothing moved.
+                    self.local_map().insert(
+                        from.to_owned(),
+                        LocalFile {
+                            dirty: local.dirty.clone(),
+                            attr: local.attr.clone(),
+                        },
+                    );
+                })?;
+            dirty.key = to_key.clone();
+        }
+        let size = match self.client.head_object(&from_key, None).await {
+            Ok(meta) => Some(meta.size),
+            Err(e) if e.is_not_found() && local.is_some() => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(size) = size {
+            self.copy_object(&from_key, &to_key, size, MetadataDirective::Copy)
+                .await?;
+            self.client.delete_object(&from_key, None).await?;
+        }
+        if let Some(local) = local {
+            let dirty = local.dirty.lock().await;
+            if dirty.open_handles > 0 {
+                self.local_map().insert(
+                    to.to_owned(),
+                    LocalFile {
+                        dirty: local.dirty.clone(),
+                        attr: local.attr.clone(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn rename_dir(&self, from: &str, to: &str) -> FsResult<()> {
+        // Unsaved files inside are saved first, so the copy carries them.
+        let inside: Vec<(String, SharedDirty)> = self
+            .local_map()
+            .iter()
+            .filter(|(p, _)| p.starts_with(&format!("{from}/")))
+            .map(|(p, l)| (p.clone(), l.dirty.clone()))
+            .collect();
+        for (path, dirty_arc) in &inside {
+            let mut dirty = dirty_arc.lock().await;
+            self.save(self.inodes.find(path), dirty_arc, &mut dirty)
+                .await?;
+        }
+        let from_prefix = format!("{}/", self.key(from));
+        let to_prefix = format!("{}/", self.key(to));
+        let listing = self.client.list_all(&from_prefix, None).await?;
+        tracing::info!(
+            "renaming directory {from} to {to}: {} objects",
+            listing.objects.len()
+        );
+        let jobs: Vec<(String, String, u64)> = listing
+            .objects
+            .iter()
+            .map(|o| {
+                (
+                    o.key.clone(),
+                    format!("{to_prefix}{}", &o.key[from_prefix.len()..]),
+                    o.size,
+                )
+            })
+            .collect();
+        futures::stream::iter(jobs)
+            .map(|(old_key, new_key, size)| async move {
+                self.copy_object(&old_key, &new_key, size, MetadataDirective::Copy).await
+            })
+            .buffer_unordered(RENAME_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await
+            .inspect_err(|e| {
+                tracing::error!("renaming {from} to {to} stopped while copying ({e}): the old directory is complete; remove the partial copy at {to} or retry")
+            })?;
+        let old: Vec<ObjectIdentifier> = listing
+            .objects
+            .iter()
+            .map(|o| ObjectIdentifier {
+                key: o.key.clone(),
+                version_id: None,
+            })
+            .collect();
+        let failures = self.client.delete_objects(&old).await.inspect_err(|e| {
+            tracing::error!("renaming {from} to {to}: copied, but deleting the old keys failed ({e}); both copies exist")
+        })?;
+        if let Some(first) = failures.first() {
+            return Err(FsError::new(
+                libc::EIO,
+                format!(
+                    "renaming {from} to {to}: {} old keys could not be deleted (first: {} {})",
+                    failures.len(),
+                    first.key,
+                    first.code
+                ),
+            ));
+        }
+        // An implicit directory whose listing was empty still needs to exist
+        // at the new name.
+        if listing.objects.is_empty() {
+            self.client
+                .put_object(&to_prefix, Bytes::new(), &PutOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Save every dirty file (at unmount).
+    pub async fn flush_all(&self) {
+        let all: Vec<(String, SharedDirty)> = self
+            .local_map()
+            .iter()
+            .map(|(p, l)| (p.clone(), l.dirty.clone()))
+            .collect();
+        for (path, dirty_arc) in all {
+            let mut dirty = dirty_arc.lock().await;
+            if let Err(e) = self
+                .save(self.inodes.find(&path), &dirty_arc, &mut dirty)
+                .await
+            {
+                tracing::error!(
+                    "{path}: not saved at unmount ({e}); data kept in {}",
+                    dirty.staging_path().display()
+                );
+            }
+        }
+    }
+}
+
+/// Fold a setattr's changes into s3fs metadata.
+fn apply_metadata(metadata: &mut BTreeMap<String, String>, change: &SetAttr, type_bits: u32) {
+    if let Some(mode) = change.mode {
+        metadata.insert("mode".into(), (type_bits | (mode & 0o7777)).to_string());
+    }
+    if let Some(uid) = change.uid {
+        metadata.insert("uid".into(), uid.to_string());
+    }
+    if let Some(gid) = change.gid {
+        metadata.insert("gid".into(), gid.to_string());
+    }
+    if let Some(mtime) = change.mtime {
+        metadata.insert("mtime".into(), mtime_value(mtime));
+    }
+    metadata.insert("ctime".into(), mtime_value(SystemTime::now()));
+}

@@ -1,0 +1,488 @@
+//! A file with local changes not yet in the bucket, and how they get there.
+//!
+//! Every byte written goes first to the file's staging file, so reads of a
+//! file being written see the written bytes, and a failed upload loses
+//! nothing. Which bytes are local is tracked as a `RangeSet`; the rest of
+//! the file is the *base* object it was opened from, if any.
+//!
+//! Two ways up:
+//! - **Streaming**, for a new or truncated file written front to back:
+//!   each time the written prefix fills a whole part, that part is read back
+//!   from the staging file and uploaded while the application keeps
+//!   writing. A write behind the upload frontier abandons the stream (the
+//!   multipart upload is aborted) and the file falls back to staged upload.
+//! - **Staged**, for everything else: at flush, each part is either copied
+//!   server-side from the base object (UploadPartCopy, when none of its
+//!   bytes changed) or assembled from staged bytes and base bytes. Files up
+//!   to one part are a single PutObject.
+//!
+//! Uploads take permits from a write budget shared by all files, so many
+//! writers at once cannot exhaust memory.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::layout::{PartLayout, MIN_PART};
+use super::ranges::RangeSet;
+use super::staging::{StagingDir, StagingFile};
+use crate::fs::error::{FsError, FsResult};
+use crate::s3::{
+    CompletedPart, CopySource, GetRequest, PutObjectOutput, PutOptions, S3Client, UploadId,
+};
+
+/// Parts uploaded at once by one flush.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// What every dirty file shares.
+pub struct WriteContext {
+    pub client: S3Client,
+    pub layout: PartLayout,
+    pub staging: StagingDir,
+    /// Bytes of part data in memory for uploads, in KiB permits.
+    budget: Arc<Semaphore>,
+    budget_kib: u64,
+}
+
+impl WriteContext {
+    pub fn new(
+        client: S3Client,
+        layout: PartLayout,
+        staging: StagingDir,
+        write_buffer: u64,
+    ) -> Self {
+        let kib = (write_buffer / 1024).clamp(layout.first_part() / 1024, u32::MAX as u64 / 2);
+        WriteContext {
+            client,
+            layout,
+            staging,
+            budget: Arc::new(Semaphore::new(kib as usize)),
+            budget_kib: kib,
+        }
+    }
+
+    async fn permit(&self, len: u64) -> FsResult<tokio::sync::OwnedSemaphorePermit> {
+        // Never ask for more than the whole budget, or it could never be
+        // granted.
+        let kib = len.div_ceil(1024).clamp(1, self.budget_kib) as u32;
+        self.budget
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| FsError::new(libc::EIO, "shutting down"))
+    }
+}
+
+/// The object a dirty file's unchanged bytes come from.
+#[derive(Debug, Clone)]
+pub struct BaseObject {
+    pub etag: String,
+    pub size: u64,
+}
+
+struct Stream {
+    upload_id: Option<UploadId>,
+    next_index: u64,
+    /// Bytes before this are handed to part uploads.
+    frontier: u64,
+    tasks: Vec<JoinHandle<FsResult<CompletedPart>>>,
+}
+
+pub struct DirtyFile {
+    pub key: String,
+    staging: StagingFile,
+    pub size: u64,
+    base: Option<BaseObject>,
+    written: RangeSet,
+    /// s3fs-style user metadata stored with the object (mode, uid, gid,
+    /// mtime) plus any other metadata the base object had.
+    pub metadata: BTreeMap<String, String>,
+    pub needs_upload: bool,
+    stream: Option<Stream>,
+    /// Removed from the namespace while open: never uploaded again.
+    pub unlinked: bool,
+    /// Write handles open on it.
+    pub open_handles: u32,
+}
+
+pub fn mtime_value(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    if d.subsec_nanos() == 0 {
+        d.as_secs().to_string()
+    } else {
+        format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+    }
+}
+
+impl DirtyFile {
+    /// A file whose content starts as `base` (or empty), staged locally.
+    pub fn new(
+        ctx: &WriteContext,
+        key: String,
+        base: Option<BaseObject>,
+        metadata: BTreeMap<String, String>,
+    ) -> FsResult<Self> {
+        let staging = ctx.staging.create()?;
+        let size = base.as_ref().map_or(0, |b| b.size);
+        let stream = base.is_none().then_some(Stream {
+            upload_id: None,
+            next_index: 0,
+            frontier: 0,
+            tasks: Vec::new(),
+        });
+        Ok(DirtyFile {
+            key,
+            staging,
+            size,
+            base,
+            written: RangeSet::new(),
+            metadata,
+            needs_upload: false,
+            stream,
+            unlinked: false,
+            open_handles: 0,
+        })
+    }
+
+    pub fn staging_path(&self) -> &std::path::Path {
+        &self.staging.path
+    }
+
+    fn touch(&mut self) {
+        self.needs_upload = true;
+        self.metadata
+            .insert("mtime".into(), mtime_value(SystemTime::now()));
+    }
+
+    /// Give up streaming: the multipart upload so far is aborted in the
+    /// background; the data is all in the staging file anyway.
+    fn abandon_stream(&mut self, ctx: &WriteContext) {
+        if let Some(stream) = self.stream.take() {
+            for task in &stream.tasks {
+                task.abort();
+            }
+            if let Some(upload_id) = stream.upload_id {
+                let client = ctx.client.clone();
+                let key = self.key.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = client.abort_multipart_upload(&key, &upload_id).await {
+                        tracing::warn!("cannot abort an abandoned upload of {key}: {e}");
+                    }
+                });
+            }
+        }
+    }
+
+    pub async fn write(&mut self, ctx: &WriteContext, offset: u64, data: &[u8]) -> FsResult<()> {
+        if self.stream.as_ref().is_some_and(|s| offset < s.frontier) {
+            self.abandon_stream(ctx);
+        }
+        self.staging.write_at(offset, data)?;
+        let end = offset + data.len() as u64;
+        if offset > self.size {
+            // The gap reads as zeros, which the staging file's hole holds.
+            self.written.insert(self.size..offset);
+        }
+        self.written.insert(offset..end);
+        self.size = self.size.max(end);
+        self.touch();
+        self.pump(ctx).await
+    }
+
+    pub fn truncate(&mut self, ctx: &WriteContext, len: u64) -> FsResult<()> {
+        if self.stream.as_ref().is_some_and(|s| len < s.frontier) {
+            self.abandon_stream(ctx);
+        }
+        self.staging.set_len(len)?;
+        self.written.truncate(len);
+        if len > self.size {
+            self.written.insert(self.size..len);
+        }
+        if let Some(base) = &mut self.base {
+            base.size = base.size.min(len);
+        }
+        self.size = len;
+        self.touch();
+        Ok(())
+    }
+
+    /// Start uploads of every whole part the written prefix now covers.
+    async fn pump(&mut self, ctx: &WriteContext) -> FsResult<()> {
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(());
+            };
+            let range = ctx.layout.part(stream.next_index);
+            if !self.written.covers(&(stream.frontier..range.end)) || self.size < range.end {
+                return Ok(());
+            }
+            if stream.upload_id.is_none() {
+                let options = PutOptions {
+                    user_metadata: self.metadata.clone(),
+                    ..Default::default()
+                };
+                match ctx
+                    .client
+                    .create_multipart_upload(&self.key, &options)
+                    .await
+                {
+                    Ok(id) => stream.upload_id = Some(id),
+                    Err(e) => {
+                        // Not fatal: the flush will upload from staging.
+                        tracing::warn!("cannot start streaming {}: {e}", self.key);
+                        self.stream = None;
+                        return Ok(());
+                    }
+                }
+            }
+            let permit = ctx.permit(range.end - range.start).await?;
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(());
+            };
+            let Some(upload_id) = stream.upload_id.clone() else {
+                return Ok(());
+            };
+            let client = ctx.client.clone();
+            let staging = self.staging.clone();
+            let key = self.key.clone();
+            let part_number = stream.next_index as u32 + 1;
+            let part_range = range.clone();
+            stream.tasks.push(tokio::spawn(async move {
+                let body = read_staged(&staging, part_range).await?;
+                let part = client
+                    .upload_part(&key, &upload_id, part_number, body)
+                    .await;
+                drop(permit);
+                Ok(part?)
+            }));
+            stream.frontier = range.end;
+            stream.next_index += 1;
+        }
+    }
+
+    /// Read `len` bytes at `offset` as the file is now.
+    pub async fn read(&self, ctx: &WriteContext, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+        let end = (offset + len as u64).min(self.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let bytes = self.assemble(ctx, offset..end).await?;
+        Ok(bytes.to_vec())
+    }
+
+    /// The file's bytes in `range`: staged where written, else the base
+    /// object's (fetched), else zeros.
+    async fn assemble(&self, ctx: &WriteContext, range: Range<u64>) -> FsResult<Bytes> {
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        for (piece, staged) in self.written.split(range) {
+            if staged {
+                out.extend_from_slice(&read_staged(&self.staging, piece).await?);
+                continue;
+            }
+            let base_end = self.base.as_ref().map_or(0, |b| b.size).min(piece.end);
+            if piece.start < base_end {
+                let base = self.base.as_ref().map(|b| b.etag.clone());
+                let request = GetRequest {
+                    range: Some(piece.start..base_end),
+                    if_match: base.filter(|e| !e.is_empty()),
+                    ..Default::default()
+                };
+                let (_, data) = ctx.client.get_object_bytes(&self.key, request).await?;
+                out.extend_from_slice(&data);
+            }
+            let zeros = piece.end - base_end.max(piece.start);
+            out.resize(out.len() + zeros as usize, 0);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Upload the file if it changed: the flush/fsync/close path. On
+    /// failure nothing is dropped: the staging file and state stay, and the
+    /// next flush tries again.
+    pub async fn upload(&mut self, ctx: &WriteContext) -> FsResult<Option<PutObjectOutput>> {
+        if !self.needs_upload || self.unlinked {
+            return Ok(None);
+        }
+        self.staging.sync()?;
+        let streaming = self.stream.as_ref().is_some_and(|s| s.upload_id.is_some());
+        let result = if streaming {
+            self.finish_stream(ctx).await
+        } else {
+            self.abandon_stream(ctx);
+            self.upload_staged(ctx).await
+        };
+        match result {
+            Ok(out) => {
+                self.base = Some(BaseObject {
+                    etag: out.etag.clone(),
+                    size: self.size,
+                });
+                self.written = RangeSet::new();
+                self.needs_upload = false;
+                // The bytes are in the bucket now; free the disk.
+                let _ = self.staging.set_len(0);
+                Ok(Some(out))
+            }
+            Err(e) => {
+                self.abandon_stream(ctx);
+                tracing::error!(
+                    "upload of {} failed: {e}; the data is kept in {} and will be uploaded on the next flush",
+                    self.key,
+                    self.staging.path.display()
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn put_options(&self) -> PutOptions {
+        PutOptions {
+            user_metadata: self.metadata.clone(),
+            ..Default::default()
+        }
+    }
+
+    async fn finish_stream(&mut self, ctx: &WriteContext) -> FsResult<PutObjectOutput> {
+        let Some(mut stream) = self.stream.take() else {
+            return self.upload_staged(ctx).await;
+        };
+        let upload_id = stream
+            .upload_id
+            .clone()
+            .ok_or_else(|| FsError::new(libc::EIO, "no upload"))?;
+        let mut parts = Vec::new();
+        for task in stream.tasks.drain(..) {
+            let part = task
+                .await
+                .map_err(|e| FsError::new(libc::EIO, format!("part upload task failed: {e}")))??;
+            parts.push(part);
+        }
+        // The rest, from the frontier to the end (at least one part).
+        let mut index = stream.next_index;
+        loop {
+            let range = ctx.layout.part(index);
+            if range.start >= self.size && index > stream.next_index {
+                break;
+            }
+            let range = range.start..range.end.min(self.size);
+            let body = read_staged(&self.staging, range.clone()).await?;
+            let _permit = ctx.permit(body.len() as u64).await?;
+            parts.push(
+                ctx.client
+                    .upload_part(&self.key, &upload_id, index as u32 + 1, body)
+                    .await?,
+            );
+            index += 1;
+            if range.end >= self.size {
+                break;
+            }
+        }
+        let result = ctx
+            .client
+            .complete_multipart_upload(&self.key, &upload_id, &parts)
+            .await;
+        match result {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                let _ = ctx
+                    .client
+                    .abort_multipart_upload(&self.key, &upload_id)
+                    .await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn upload_staged(&self, ctx: &WriteContext) -> FsResult<PutObjectOutput> {
+        let parts = ctx
+            .layout
+            .parts(self.size)
+            .ok_or_else(|| FsError::new(libc::EFBIG, "file too large for 10,000 parts"))?;
+        if parts.len() == 1 {
+            let body = self.assemble(ctx, 0..self.size).await?;
+            let _permit = ctx.permit(body.len() as u64).await?;
+            return Ok(ctx
+                .client
+                .put_object(&self.key, body, &self.put_options())
+                .await?);
+        }
+        let upload_id = ctx
+            .client
+            .create_multipart_upload(&self.key, &self.put_options())
+            .await?;
+        let last = parts.len() - 1;
+        let uploads = futures::stream::iter(parts.into_iter().enumerate())
+            .map(|(index, range)| {
+                let upload_id = upload_id.clone();
+                async move {
+                    let number = index as u32 + 1;
+                    if self.copyable(&range, index == last) {
+                        let source = CopySource::latest(self.key.clone());
+                        return Ok::<_, FsError>(
+                            ctx.client
+                                .upload_part_copy(&self.key, &upload_id, number, &source, range)
+                                .await?,
+                        );
+                    }
+                    let _permit = ctx.permit(range.end - range.start).await?;
+                    let body = self.assemble(ctx, range).await?;
+                    Ok(ctx
+                        .client
+                        .upload_part(&self.key, &upload_id, number, body)
+                        .await?)
+                }
+            })
+            .buffered(PARTS_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await;
+        let completed = match uploads {
+            Ok(parts) => ctx
+                .client
+                .complete_multipart_upload(&self.key, &upload_id, &parts)
+                .await
+                .map_err(FsError::from),
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            let _ = ctx
+                .client
+                .abort_multipart_upload(&self.key, &upload_id)
+                .await;
+        }
+        completed
+    }
+
+    /// Whether a part can be copied server-side from the base object: none
+    /// of its bytes changed, it lies within the base, and it is big enough
+    /// to be a part on its own.
+    fn copyable(&self, range: &Range<u64>, is_last: bool) -> bool {
+        let Some(base) = &self.base else { return false };
+        !base.etag.is_empty()
+            && !self.written.overlaps(range)
+            && range.end <= base.size
+            && (range.end - range.start >= MIN_PART || is_last)
+            && range.end > range.start
+    }
+
+    /// Remove the staging file (after a successful upload or an unlink).
+    pub fn discard(&self) {
+        self.staging.remove();
+    }
+}
+
+/// Read a range of a staging file off the async workers.
+async fn read_staged(staging: &StagingFile, range: Range<u64>) -> FsResult<Bytes> {
+    let staging = staging.clone();
+    tokio::task::spawn_blocking(move || {
+        staging.read_at(range.start, (range.end - range.start) as usize)
+    })
+    .await
+    .map_err(|e| FsError::new(libc::EIO, format!("staging read task failed: {e}")))?
+    .map(Bytes::from)
+}

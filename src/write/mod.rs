@@ -1,0 +1,12 @@
+//! The write path: staging files (`staging`), which bytes are local
+//! (`ranges`), where part boundaries fall (`layout`), and a dirty file with
+//! its streaming and staged uploads (`dirty`).
+
+pub mod dirty;
+pub mod layout;
+pub mod ranges;
+pub mod staging;
+
+pub use dirty::{mtime_value, BaseObject, DirtyFile, WriteContext};
+pub use layout::PartLayout;
+pub use staging::{default_cache_dir, StagingDir};

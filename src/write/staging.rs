@@ -1,0 +1,193 @@
+//! Staging files: the local copy of data written through the mount until
+//! it is in the bucket.
+//!
+//! They live in the cache directory (created 0700, refused if another user
+//! owns it or others may write it), one file per dirty object, mode 0600.
+//! A staging file is removed only once its data is durably uploaded; after
+//! a failed upload it stays, and its path is logged.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::fs::error::FsError;
+
+/// The directory staging files are made in.
+#[derive(Debug)]
+pub struct StagingDir {
+    path: PathBuf,
+    seq: AtomicU64,
+}
+
+/// The default cache directory: `/var/cache/bucketfs` for root, else
+/// `$XDG_CACHE_HOME/bucketfs` or `~/.cache/bucketfs`.
+pub fn default_cache_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/cache/bucketfs");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("bucketfs");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache/bucketfs"),
+        None => std::env::temp_dir().join(format!("bucketfs-{}", unsafe { libc::geteuid() })),
+    }
+}
+
+impl StagingDir {
+    /// Create (or check) the cache directory and this mount's staging
+    /// directory inside it.
+    pub fn open(cache_dir: &Path) -> io::Result<Self> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(cache_dir)?;
+        let meta = std::fs::metadata(cache_dir)?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(io::Error::other(format!(
+                "cache directory {} belongs to uid {}, not to us",
+                cache_dir.display(),
+                meta.uid()
+            )));
+        }
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(io::Error::other(format!(
+                "cache directory {} is writable by group or others",
+                cache_dir.display()
+            )));
+        }
+        let path = cache_dir.join(format!("staging-{}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .or_else(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
+        Ok(StagingDir {
+            path,
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new, empty staging file.
+    pub fn create(&self) -> Result<StagingFile, FsError> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.path.join(format!("{n:08}"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_error("cannot create a staging file", &path, e))?;
+        Ok(StagingFile {
+            file: Arc::new(file),
+            path,
+        })
+    }
+
+    /// Remove the mount's staging directory if nothing is left in it.
+    pub fn remove_if_empty(&self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Map an I/O error to an errno, keeping ENOSPC and EDQUOT as they are.
+pub fn io_error(what: &str, path: &Path, e: io::Error) -> FsError {
+    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+    FsError::new(errno, format!("{what} ({}): {e}", path.display()))
+}
+
+/// One staging file. Cheap to clone (the descriptor is shared), so part
+/// uploads can read it without holding the file's lock.
+#[derive(Debug, Clone)]
+pub struct StagingFile {
+    file: Arc<File>,
+    pub path: PathBuf,
+}
+
+impl StagingFile {
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), FsError> {
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| io_error("cannot write the staging file", &self.path, e))
+    }
+
+    /// Read exactly `len` bytes at `offset` (holes read as zeros).
+    pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, FsError> {
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break, // beyond the end: zeros
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error("cannot read the staging file", &self.path, e)),
+            }
+        }
+        Ok(buf)
+    }
+
+    pub fn set_len(&self, len: u64) -> Result<(), FsError> {
+        self.file
+            .set_len(len)
+            .map_err(|e| io_error("cannot resize the staging file", &self.path, e))
+    }
+
+    pub fn sync(&self) -> Result<(), FsError> {
+        self.file
+            .sync_data()
+            .map_err(|e| io_error("cannot sync the staging file", &self.path, e))
+    }
+
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_and_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let staging = StagingDir::open(&cache).unwrap();
+        assert_eq!(
+            std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let f = staging.create().unwrap();
+        assert_eq!(
+            std::fs::metadata(&f.path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        f.write_at(10, b"abc").unwrap();
+        assert_eq!(f.read_at(8, 7).unwrap(), b"\0\0abc\0\0");
+        f.remove();
+        staging.remove_if_empty();
+        assert!(!staging.path().exists());
+
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = StagingDir::open(&cache).unwrap_err();
+        assert!(
+            err.to_string().contains("writable by group or others"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,545 @@
+//! Writing through a real kernel mount, checked through the S3 API: every
+//! byte the application wrote and closed is in the bucket, with s3fs
+//! metadata; renames, deletes, directories, attributes; partial re-uploads;
+//! failures reported at close with nothing lost.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use bucketfs::s3::{GetRequest, PutOptions, S3Client};
+use bytes::Bytes;
+use support::mount::Mount;
+use support::proxy::{Fault, FaultProxy};
+use support::{blocking, new_bucket, server, sha256, test_data, upload};
+
+const MIB: usize = 1024 * 1024;
+
+async fn object(c: &S3Client, key: &str) -> Option<(Bytes, BTreeMap<String, String>)> {
+    match c.get_object_bytes(key, GetRequest::default()).await {
+        Ok((meta, body)) => Some((body, meta.user_metadata)),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => panic!("get {key}: {e}"),
+    }
+}
+
+async fn keys(c: &S3Client, prefix: &str) -> Vec<String> {
+    c.list_all(prefix, None)
+        .await
+        .unwrap()
+        .objects
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_files_land_in_the_bucket_exactly() {
+    let c = new_bucket("wsizes").await;
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    let sizes = [0, 1, 8 * MIB - 1, 8 * MIB, 8 * MIB + 1, 28 * MIB, 100 * MIB];
+    let expected = blocking(move || {
+        let mut expected = BTreeMap::new();
+        for (i, size) in sizes.iter().enumerate() {
+            let data = test_data(*size, 100 + i as u64);
+            let name = format!("f{size}");
+            // Through cp, as a user would.
+            let src =
+                std::env::temp_dir().join(format!("bucketfs-src-{}-{name}", std::process::id()));
+            std::fs::write(&src, &data).unwrap();
+            let status = std::process::Command::new("cp")
+                .arg(&src)
+                .arg(root.join(&name))
+                .status()
+                .unwrap();
+            std::fs::remove_file(&src).unwrap();
+            assert!(status.success());
+            assert_eq!(
+                std::fs::metadata(root.join(&name)).unwrap().len(),
+                *size as u64
+            );
+            expected.insert(name, sha256(&data));
+        }
+        expected
+    })
+    .await;
+    for (name, digest) in expected {
+        let (body, meta) = object(&c, &name)
+            .await
+            .unwrap_or_else(|| panic!("{name} not in bucket"));
+        assert_eq!(sha256(&body), digest, "{name}");
+        let mode: u32 = meta["mode"].parse().unwrap();
+        assert_eq!(mode & libc::S_IFMT, libc::S_IFREG, "{name}");
+        assert_eq!(meta["uid"], "0");
+        assert!(meta.contains_key("mtime"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_close_without_write_stores_an_empty_object_and_appends_append() {
+    let c = new_bucket("wempty").await;
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    blocking(move || {
+        std::fs::File::create(root.join("empty")).unwrap();
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("log"))
+            .unwrap();
+        log.write_all(b"one\n").unwrap();
+        drop(log);
+        for line in ["two\n", "three\n"] {
+            let mut log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(root.join("log"))
+                .unwrap();
+            log.write_all(line.as_bytes()).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(root.join("log")).unwrap(),
+            "one\ntwo\nthree\n"
+        );
+    })
+    .await;
+    assert_eq!(object(&c, "empty").await.unwrap().0.len(), 0);
+    assert_eq!(
+        &object(&c, "log").await.unwrap().0[..],
+        b"one\ntwo\nthree\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_being_written_is_visible_and_readable_at_once() {
+    let c = new_bucket("wvisible").await;
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    blocking(move || {
+        let mut f = std::fs::File::create(root.join("growing")).unwrap();
+        assert!(std::fs::read_dir(&root)
+            .unwrap()
+            .any(|e| e.unwrap().file_name() == "growing"));
+        f.write_all(&[7u8; 10_000]).unwrap();
+        assert_eq!(
+            std::fs::metadata(root.join("growing")).unwrap().len(),
+            10_000
+        );
+        let mut buf = [0u8; 100];
+        let reader = std::fs::File::open(root.join("growing")).unwrap();
+        assert_eq!(reader.read_at(&mut buf, 5_000).unwrap(), 100);
+        assert_eq!(buf, [7u8; 100]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwriting_the_middle_reuploads_only_that_part() {
+    let s = server();
+    let c = new_bucket("wmiddle").await;
+    let original = test_data(20 * MIB, 5);
+    upload(&c, "big.bin", original.clone()).await;
+    let proxy = FaultProxy::start(&s.endpoint).await;
+    let mount = Mount::start(c.bucket(), &proxy.url, &[]);
+    proxy.clear_seen();
+    let path = mount.path.join("big.bin");
+    blocking(move || {
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(b"PATCHED!", 10 * MIB as u64).unwrap();
+        f.sync_all().unwrap();
+    })
+    .await;
+    let seen = proxy.seen();
+    let copies = seen
+        .iter()
+        .filter(|r| r.method == "PUT" && r.header_names.iter().any(|h| h == "x-amz-copy-source"))
+        .count();
+    let uploads = seen
+        .iter()
+        .filter(|r| {
+            r.method == "PUT"
+                && r.path_and_query.contains("partNumber")
+                && !r.header_names.iter().any(|h| h == "x-amz-copy-source")
+        })
+        .count();
+    assert_eq!(
+        (uploads, copies),
+        (1, 2),
+        "one 8 MiB part sent, two copied server-side: {seen:?}"
+    );
+    let (body, _) = object(&c, "big.bin").await.unwrap();
+    let mut want = original.to_vec();
+    want[10 * MIB..10 * MIB + 8].copy_from_slice(b"PATCHED!");
+    assert_eq!(sha256(&body), sha256(&want));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_shrinks_and_grows_open_and_closed_files() {
+    let c = new_bucket("wtrunc").await;
+    c.put_object(
+        "closed.txt",
+        Bytes::from_static(b"0123456789"),
+        &PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    blocking(move || {
+        // Closed file, by path.
+        let f = root.join("closed.txt");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_len(4)
+            .unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"0123");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_len(6)
+            .unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"0123\0\0");
+        // Open file: shrink with ftruncate while writing.
+        let mut open = std::fs::File::create(root.join("open.txt")).unwrap();
+        open.write_all(b"abcdefghij").unwrap();
+        open.set_len(3).unwrap();
+        open.seek(SeekFrom::End(0)).unwrap();
+        open.write_all(b"XY").unwrap();
+        drop(open);
+        assert_eq!(std::fs::read(root.join("open.txt")).unwrap(), b"abcXY");
+    })
+    .await;
+    assert_eq!(&object(&c, "closed.txt").await.unwrap().0[..], b"0123\0\0");
+    assert_eq!(&object(&c, "open.txt").await.unwrap().0[..], b"abcXY");
+}
+
+fn renameat2(from: &Path, to: &Path, flags: u32) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let a = CString::new(from.as_os_str().as_bytes()).unwrap();
+    let b = CString::new(to.as_os_str().as_bytes()).unwrap();
+    // SAFETY: two valid NUL-terminated paths, relative to the cwd.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames_of_files_and_a_big_directory() {
+    let c = new_bucket("wrename").await;
+    let children: Vec<String> = (0..1200)
+        .map(|i| format!("tree/sub{}/f{i:04}", i % 7))
+        .collect();
+    use futures::StreamExt;
+    let options = PutOptions::default();
+    let puts: Vec<_> = futures::stream::iter(&children)
+        .map(|k| c.put_object(k, Bytes::from(k.clone()), &options))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(puts.iter().all(|r| r.is_ok()));
+    c.put_object("tree/", Bytes::new(), &PutOptions::default())
+        .await
+        .unwrap();
+    c.put_object("a.txt", Bytes::from_static(b"A"), &options)
+        .await
+        .unwrap();
+    c.put_object("b.txt", Bytes::from_static(b"B"), &options)
+        .await
+        .unwrap();
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    blocking(move || {
+        // RENAME_NOREPLACE refuses to clobber; plain rename replaces.
+        let err = renameat2(
+            &root.join("a.txt"),
+            &root.join("b.txt"),
+            libc::RENAME_NOREPLACE,
+        )
+        .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
+        let err = renameat2(
+            &root.join("a.txt"),
+            &root.join("b.txt"),
+            libc::RENAME_EXCHANGE,
+        )
+        .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        std::fs::rename(root.join("a.txt"), root.join("b.txt")).unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("b.txt")).unwrap(), "A");
+        assert!(!root.join("a.txt").exists());
+        // A file still open for writing moves with its unsaved data.
+        let mut open = std::fs::File::create(root.join("open.txt")).unwrap();
+        open.write_all(b"first ").unwrap();
+        std::fs::rename(root.join("open.txt"), root.join("moved.txt")).unwrap();
+        open.write_all(b"second").unwrap();
+        drop(open);
+        assert_eq!(
+            std::fs::read_to_string(root.join("moved.txt")).unwrap(),
+            "first second"
+        );
+        // A directory of 1,200 files.
+        std::fs::rename(root.join("tree"), root.join("forest")).unwrap();
+        assert!(!root.join("tree").exists());
+        assert_eq!(
+            std::fs::read_to_string(root.join("forest/sub3/f0003")).unwrap(),
+            "tree/sub3/f0003"
+        );
+    })
+    .await;
+    assert!(object(&c, "a.txt").await.is_none());
+    assert_eq!(&object(&c, "b.txt").await.unwrap().0[..], b"A");
+    assert_eq!(
+        &object(&c, "moved.txt").await.unwrap().0[..],
+        b"first second"
+    );
+    assert!(object(&c, "open.txt").await.is_none());
+    assert!(keys(&c, "tree/").await.is_empty());
+    let moved = keys(&c, "forest/").await;
+    assert_eq!(moved.len(), 1201, "1,200 files and the marker");
+    assert_eq!(
+        &object(&c, "forest/sub4/f1194").await.unwrap().0[..],
+        b"tree/sub4/f1194"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mkdir_rmdir_unlink_and_rm_r() {
+    let c = new_bucket("wdirs").await;
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    blocking(move || {
+        std::fs::create_dir(root.join("d")).unwrap();
+        assert_eq!(
+            std::fs::create_dir(root.join("d"))
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::EEXIST)
+        );
+        std::fs::write(root.join("d/f"), b"x").unwrap();
+        assert_eq!(
+            std::fs::remove_dir(root.join("d"))
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::ENOTEMPTY)
+        );
+        std::fs::create_dir_all(root.join("deep/a/b/c")).unwrap();
+        std::fs::write(root.join("deep/a/b/c/leaf"), b"leaf").unwrap();
+        std::fs::remove_file(root.join("d/f")).unwrap();
+        assert_eq!(
+            std::fs::remove_file(root.join("d/f"))
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::ENOENT)
+        );
+        std::fs::remove_dir(root.join("d")).unwrap();
+        let status = std::process::Command::new("rm")
+            .arg("-r")
+            .arg(root.join("deep"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let left: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(
+            std::fs::remove_dir(root.join("nope"))
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::ENOENT)
+        );
+    })
+    .await;
+    assert!(keys(&c, "").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attributes_persist_across_a_remount() {
+    let c = new_bucket("wattrs").await;
+    let mut mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    blocking(move || {
+        std::fs::write(root.join("f"), b"data").unwrap();
+        std::fs::set_permissions(root.join("f"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::chown(root.join("f"), Some(1234), Some(5678)).unwrap();
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(root.join("f"))
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink("f", root.join("l")).unwrap();
+    })
+    .await;
+    assert!(mount.unmount().success());
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root: PathBuf = mount.path.clone();
+    blocking(move || {
+        let m = std::fs::metadata(root.join("f")).unwrap();
+        // Listings carry no metadata: look the file up by name first.
+        assert_eq!(
+            (m.mode() & 0o7777, m.uid(), m.gid(), m.mtime()),
+            (0o640, 1234, 5678, 1_600_000_000)
+        );
+        assert_eq!(std::fs::read(root.join("f")).unwrap(), b"data");
+        assert_eq!(
+            std::fs::metadata(root.join("d")).unwrap().mode() & 0o7777,
+            0o700
+        );
+        assert_eq!(std::fs::read_link(root.join("l")).unwrap(), Path::new("f"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upload_is_an_error_at_close_and_loses_nothing() {
+    let s = server();
+    let c = new_bucket("wfail").await;
+    let proxy = FaultProxy::start(&s.endpoint).await;
+    let mut mount = Mount::start(c.bucket(), &proxy.url, &["--max-attempts", "2"]);
+    let root = mount.path.clone();
+    proxy.inject(Some("PUT"), Fault::internal_error(), 1000);
+    let data = test_data(3 * MIB, 9);
+    let expected = sha256(&data);
+    let err = blocking({
+        let root = root.clone();
+        move || {
+            let mut f = std::fs::File::create(root.join("precious.bin")).unwrap();
+            f.write_all(&data).unwrap();
+            f.sync_all().unwrap_err()
+        }
+    })
+    .await;
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(object(&c, "precious.bin").await.is_none());
+    // The server recovers: the data, kept locally, goes up at unmount.
+    assert!(proxy.pending_faults() > 0);
+    proxy.clear_faults();
+    let size = blocking(move || std::fs::metadata(root.join("precious.bin")).unwrap().len()).await;
+    assert_eq!(size, 3 * MIB as u64, "still shown while unsaved");
+    assert!(mount.unmount().success());
+    let (body, _) = object(&c, "precious.bin")
+        .await
+        .expect("uploaded once the server recovered");
+    assert_eq!(sha256(&body), expected);
+    assert!(
+        mount.log_text().contains("the data is kept in"),
+        "{}",
+        mount.log_text()
+    );
+}
+
+/// A seeded workload of writes, truncates and reads, checked against an
+/// in-memory model, and again after a remount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_workload_matches_a_model_and_survives_remount() {
+    let c = new_bucket("wmodel").await;
+    let mut mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    let model = blocking(move || {
+        let mut seed = 0x5eed_u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n.max(1)
+        };
+        let names = ["a", "b", "c", "d"];
+        let mut model: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+        for step in 0..2000 {
+            let name = names[rnd(4) as usize];
+            let path = root.join(name);
+            match rnd(10) {
+                0..=4 => {
+                    let current = model.entry(name).or_default();
+                    let offset = rnd(current.len() as u64 + 20_000) as usize;
+                    let len = rnd(9_000) as usize + 1;
+                    let byte = (step % 251) as u8;
+                    let f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .write(true)
+                        .truncate(false)
+                        .open(&path)
+                        .unwrap();
+                    f.write_all_at(&vec![byte; len], offset as u64).unwrap();
+                    if current.len() < offset + len {
+                        current.resize(offset + len, 0);
+                    }
+                    current[offset..offset + len].fill(byte);
+                }
+                5 => {
+                    let current = model.entry(name).or_default();
+                    let len = rnd(current.len() as u64 + 5_000) as usize;
+                    let f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .write(true)
+                        .truncate(false)
+                        .open(&path)
+                        .unwrap();
+                    f.set_len(len as u64).unwrap();
+                    current.resize(len, 0);
+                }
+                6 => {
+                    if model.remove(name).is_some() {
+                        std::fs::remove_file(&path).unwrap();
+                    }
+                }
+                _ => {
+                    let got = std::fs::read(&path).ok();
+                    assert_eq!(
+                        got.as_deref(),
+                        model.get(name).map(|v| v.as_slice()),
+                        "step {step}: {name}"
+                    );
+                }
+            }
+        }
+        model
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<BTreeMap<String, Vec<u8>>>()
+    })
+    .await;
+    assert!(mount.unmount().success());
+    for (name, want) in &model {
+        assert_eq!(
+            sha256(&object(&c, name).await.unwrap().0),
+            sha256(want),
+            "{name} in the bucket"
+        );
+    }
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    blocking(move || {
+        for (name, want) in &model {
+            assert_eq!(
+                &std::fs::read(root.join(name)).unwrap(),
+                want,
+                "{name} after remount"
+            );
+        }
+    })
+    .await;
+}
