@@ -229,6 +229,7 @@ impl Fs {
         let mut dirty = DirtyFile::new(&ctx, self.key(&path), None, metadata)?;
         dirty.needs_upload = true;
         dirty.open_handles = 1;
+        dirty.exclusive = exclusive;
         let attr = self.attr_of_dirty(&dirty);
         let arc = Arc::new(tokio::sync::Mutex::new(dirty));
         let replaced = self.local_map().insert(

@@ -109,6 +109,9 @@ pub struct DirtyFile {
     pub unlinked: bool,
     /// Write handles open on it.
     pub open_handles: u32,
+    /// Created with O_EXCL and not stored yet: the first single PUT asks
+    /// the server to refuse it if the key appeared meanwhile.
+    pub exclusive: bool,
 }
 
 pub fn mtime_value(t: SystemTime) -> String {
@@ -147,6 +150,7 @@ impl DirtyFile {
             stream,
             unlinked: false,
             open_handles: 0,
+            exclusive: false,
         })
     }
 
@@ -325,6 +329,7 @@ impl DirtyFile {
                 });
                 self.written = RangeSet::new();
                 self.needs_upload = false;
+                self.exclusive = false;
                 // The bytes are in the bucket now; free the disk.
                 let _ = self.staging.set_len(0);
                 Ok(Some(out))
@@ -344,6 +349,7 @@ impl DirtyFile {
     fn put_options(&self) -> PutOptions {
         PutOptions {
             user_metadata: self.metadata.clone(),
+            if_none_match_any: self.exclusive,
             ..Default::default()
         }
     }
@@ -407,10 +413,20 @@ impl DirtyFile {
         if parts.len() == 1 {
             let body = self.assemble(ctx, 0..self.size).await?;
             let _permit = ctx.permit(body.len() as u64).await?;
-            return Ok(ctx
+            return ctx
                 .client
                 .put_object(&self.key, body, &self.put_options())
-                .await?);
+                .await
+                .map_err(|e| {
+                    if self.exclusive && e.is_precondition_failed() {
+                        FsError::new(
+                            libc::EEXIST,
+                            format!("{} was created elsewhere meanwhile (O_EXCL)", self.key),
+                        )
+                    } else {
+                        e.into()
+                    }
+                });
         }
         let upload_id = ctx
             .client
