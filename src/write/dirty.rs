@@ -369,15 +369,14 @@ impl DirtyFile {
                 .map_err(|e| FsError::new(libc::EIO, format!("part upload task failed: {e}")))??;
             parts.push(part);
         }
-        // The rest, from the frontier to the end (at least one part).
+        // The rest, from the frontier to the end. A file that ends exactly
+        // on a part boundary has nothing left: no empty part is sent (some
+        // servers refuse them).
         let mut index = stream.next_index;
-        loop {
-            let range = ctx.layout.part(index);
-            if range.start >= self.size && index > stream.next_index {
-                break;
-            }
-            let range = range.start..range.end.min(self.size);
-            let body = read_staged(&self.staging, range.clone()).await?;
+        while ctx.layout.part(index).start < self.size || parts.is_empty() {
+            let full = ctx.layout.part(index);
+            let range = full.start..full.end.min(self.size);
+            let body = read_staged(&self.staging, range).await?;
             let _permit = ctx.permit(body.len() as u64).await?;
             parts.push(
                 ctx.client
@@ -385,9 +384,6 @@ impl DirtyFile {
                     .await?,
             );
             index += 1;
-            if range.end >= self.size {
-                break;
-            }
         }
         let result = ctx
             .client

@@ -313,6 +313,15 @@ async fn handle(
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?
         .to_bytes();
+    // Like S3 and B2, refuse an empty part: moto accepts one, which would
+    // hide a client that sends them.
+    let is_part = parts.method == hyper::Method::PUT
+        && path_and_query.contains("partNumber=")
+        && !parts.headers.contains_key("x-amz-copy-source");
+    if is_part && body.is_empty() {
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>EntityTooSmall</Code><Message>empty part (test proxy)</Message></Error>";
+        return Ok(Response::builder().status(400).body(full(body)).expect("response"));
+    }
     let mut forward = http.request(parts.method.clone(), format!("{upstream}{path_and_query}"));
     for (name, value) in &parts.headers {
         // The body is re-sent whole; its framing is reqwest's to set.
