@@ -43,7 +43,16 @@ async fn written_files_land_in_the_bucket_exactly() {
     let proxy = FaultProxy::start(&server().endpoint).await;
     let mount = Mount::start(c.bucket(), &proxy.url, &[]);
     let root = mount.path.clone();
-    let sizes = [0, 1, 8 * MIB - 1, 8 * MIB, 8 * MIB + 1, 16 * MIB, 28 * MIB, 100 * MIB];
+    let sizes = [
+        0,
+        1,
+        8 * MIB - 1,
+        8 * MIB,
+        8 * MIB + 1,
+        16 * MIB,
+        28 * MIB,
+        100 * MIB,
+    ];
     let expected = blocking(move || {
         let mut expected = BTreeMap::new();
         for (i, size) in sizes.iter().enumerate() {
@@ -541,6 +550,41 @@ async fn random_workload_matches_a_model_and_survives_remount() {
                 want,
                 "{name} after remount"
             );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_open_for_reading_stay_readable_after_unlink_and_rename() {
+    let c = support::new_versioned_bucket("wunlinkopen").await;
+    if !support::versioning_enabled(&c).await {
+        return;
+    }
+    let first = test_data(16 * MIB, 21);
+    let second = test_data(16 * MIB, 22);
+    upload(&c, "gone.bin", first.clone()).await;
+    upload(&c, "moved.bin", second.clone()).await;
+    let mount = Mount::start(
+        c.bucket(),
+        &server().endpoint,
+        &["-o", "read_ahead_max=1MiB,cache_size=1MiB"],
+    );
+    let root = mount.path.clone();
+    blocking(move || {
+        let gone = std::fs::File::open(root.join("gone.bin")).unwrap();
+        let moved = std::fs::File::open(root.join("moved.bin")).unwrap();
+        let mut buf = vec![0u8; 4096];
+        gone.read_at(&mut buf, 0).unwrap();
+        moved.read_at(&mut buf, 0).unwrap();
+        std::fs::remove_file(root.join("gone.bin")).unwrap();
+        std::fs::rename(root.join("moved.bin"), root.join("elsewhere.bin")).unwrap();
+        assert!(!root.join("gone.bin").exists());
+        for (file, data) in [(&gone, &first), (&moved, &second)] {
+            let offset = 13 * MIB;
+            let n = file.read_at(&mut buf, offset as u64).unwrap();
+            assert_eq!(&buf[..n], &data[offset..offset + n]);
+            assert_eq!(n, 4096);
         }
     })
     .await;

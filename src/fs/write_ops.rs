@@ -680,6 +680,7 @@ impl Fs {
             }
         }
         if remote.is_some() {
+            self.pin_open_readers(&path).await;
             self.client.delete_object(&self.key(&path), None).await?;
         }
         self.invalidate_listing(&parent_inode.path);
@@ -693,6 +694,63 @@ impl Fs {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(path.to_owned(), Instant::now() + self.config.negative_ttl);
+        }
+    }
+
+    /// Before a key is deleted (unlink, rename): files open for reading
+    /// on it keep reading the same data. In a versioned bucket (B2 always
+    /// is) the deleted version stays, so their readers switch to reading it
+    /// by version id. In an unversioned bucket the data is gone; reads of
+    /// blocks not yet cached will fail, and this is logged.
+    async fn pin_open_readers(&self, path: &str) {
+        let Some(ino) = self.inodes.find(path) else {
+            return;
+        };
+        let open: Vec<(u64, Arc<crate::read::Reader>)> = self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(fh, h)| match h {
+                Handle::File { ino: i, reader }
+                    if *i == ino && reader.object().version_id.is_none() =>
+                {
+                    Some((*fh, reader.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let key = self.key(path);
+        let version = match self.client.head_object(&key, None).await {
+            Ok(meta) => meta.version_id.map(|v| (v, meta.etag)),
+            Err(e) => {
+                tracing::warn!("{path} is open for reading and about to go: {e}");
+                return;
+            }
+        };
+        let Some((version_id, etag)) = version else {
+            tracing::warn!(
+                "{path} is open for reading and the bucket keeps no versions: reads of it may fail"
+            );
+            return;
+        };
+        let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        for (fh, reader) in open {
+            if *reader.object().etag != *etag {
+                continue; // the reader has an older version than the one deleted
+            }
+            let mut object = reader.object().clone();
+            object.version_id = Some(version_id.clone());
+            handles.insert(
+                fh,
+                Handle::File {
+                    ino,
+                    reader: Arc::new(crate::read::Reader::new(self.read_ctx.clone(), object)),
+                },
+            );
         }
     }
 
@@ -840,6 +898,7 @@ impl Fs {
             Err(e) => return Err(e.into()),
         };
         if let Some(size) = size {
+            self.pin_open_readers(from).await;
             self.copy_object(&from_key, &to_key, size, MetadataDirective::Copy)
                 .await?;
             self.client.delete_object(&from_key, None).await?;

@@ -166,6 +166,11 @@ impl Reader {
         self.object.size
     }
 
+    /// The object version this reader reads.
+    pub fn object(&self) -> &ObjectToRead {
+        &self.object
+    }
+
     /// Read up to `len` bytes at `offset`; fewer only at the end of the object.
     pub async fn read(&self, offset: u64, len: u32) -> FsResult<Vec<u8>> {
         let size = self.object.size;

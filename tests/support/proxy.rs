@@ -320,7 +320,10 @@ async fn handle(
         && !parts.headers.contains_key("x-amz-copy-source");
     if is_part && body.is_empty() {
         let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>EntityTooSmall</Code><Message>empty part (test proxy)</Message></Error>";
-        return Ok(Response::builder().status(400).body(full(body)).expect("response"));
+        return Ok(Response::builder()
+            .status(400)
+            .body(full(body))
+            .expect("response"));
     }
     let mut forward = http.request(parts.method.clone(), format!("{upstream}{path_and_query}"));
     for (name, value) in &parts.headers {
