@@ -344,7 +344,14 @@ async fn mkdir_rmdir_unlink_and_rm_r() {
                 .raw_os_error(),
             Some(libc::EEXIST)
         );
+        let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        let before = mtime(&root.join("d"));
         std::fs::write(root.join("d/f"), b"x").unwrap();
+        let after_create = mtime(&root.join("d"));
+        assert!(
+            after_create > before,
+            "a new entry changes the directory's mtime"
+        );
         assert_eq!(
             std::fs::remove_dir(root.join("d"))
                 .unwrap_err()
@@ -354,6 +361,10 @@ async fn mkdir_rmdir_unlink_and_rm_r() {
         std::fs::create_dir_all(root.join("deep/a/b/c")).unwrap();
         std::fs::write(root.join("deep/a/b/c/leaf"), b"leaf").unwrap();
         std::fs::remove_file(root.join("d/f")).unwrap();
+        assert!(
+            mtime(&root.join("d")) > after_create,
+            "so does removing one"
+        );
         assert_eq!(
             std::fs::remove_file(root.join("d/f"))
                 .unwrap_err()

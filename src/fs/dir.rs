@@ -40,7 +40,8 @@ impl Fs {
             .entries
             .iter()
             .map(|(name, listed)| {
-                let (attr, etag) = self.listed_attr(listed);
+                let (mut attr, etag) = self.listed_attr(listed);
+                self.dir_time(&child_path(&inode.path, name), &mut attr);
                 (
                     name.clone(),
                     DirEntry {

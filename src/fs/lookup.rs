@@ -187,6 +187,14 @@ impl Fs {
     /// Find what `name` in directory `dir_path` is, asking S3 only when no
     /// fresh cache knows.
     pub(crate) async fn resolve(&self, dir_path: &str, name: &str) -> FsResult<Option<Resolved>> {
+        let mut resolved = self.resolve_uncorrected(dir_path, name).await?;
+        if let Some(r) = &mut resolved {
+            self.dir_time(&child_path(dir_path, name), &mut r.attr);
+        }
+        Ok(resolved)
+    }
+
+    async fn resolve_uncorrected(&self, dir_path: &str, name: &str) -> FsResult<Option<Resolved>> {
         // A file with local changes is what this mount shows, whatever the
         // bucket has (or does not have yet).
         if let Some(attr) = self.local_attr(&child_path(dir_path, name)) {
@@ -323,6 +331,8 @@ impl Fs {
                 .ok_or_else(FsError::not_found);
         }
         if ino == ROOT_INO || inode.valid_until > Instant::now() {
+            let mut inode = inode;
+            self.dir_time(&inode.path, &mut inode.attr);
             return Ok(inode);
         }
         let (dir_path, name) = match inode.path.rsplit_once('/') {

@@ -100,6 +100,11 @@ pub struct Fs {
     write_ctx: Option<Arc<WriteContext>>,
     /// Files with local content, by path.
     local: Mutex<HashMap<String, LocalFile>>,
+    /// Directories whose entries changed through this mount, and when:
+    /// their mtime and ctime as this mount shows them (S3 keeps none for
+    /// implicit directories, and rewriting a marker per change would cost a
+    /// request per file created).
+    dir_times: Mutex<HashMap<String, std::time::SystemTime>>,
     odd_keys: OddKeyLog,
 }
 
@@ -130,6 +135,7 @@ impl Fs {
             read_ctx,
             write_ctx,
             local: Mutex::new(HashMap::new()),
+            dir_times: Mutex::new(HashMap::new()),
             odd_keys: OddKeyLog::default(),
             config,
         })
@@ -155,6 +161,30 @@ impl Fs {
             self.config.prefix.clone()
         } else {
             format!("{}{}/", self.config.prefix, path)
+        }
+    }
+
+    /// Record that entries of `dir_path` changed now.
+    pub(crate) fn touch_dir(&self, dir_path: &str) {
+        let mut times = self.dir_times.lock().unwrap_or_else(|p| p.into_inner());
+        if times.len() >= 100_000 {
+            times.clear();
+        }
+        times.insert(dir_path.to_owned(), std::time::SystemTime::now());
+    }
+
+    /// Show a directory's last change through this mount, if later than
+    /// what S3 says.
+    pub(crate) fn dir_time(&self, dir_path: &str, attr: &mut Attr) {
+        if attr.kind != Kind::Dir {
+            return;
+        }
+        let times = self.dir_times.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = times.get(dir_path) {
+            if *t > attr.mtime {
+                attr.mtime = *t;
+                attr.ctime = *t;
+            }
         }
     }
 

@@ -246,6 +246,7 @@ impl Fs {
         }
         self.forget_missing(&path);
         self.invalidate_listing(&parent_inode.path);
+        self.touch_dir(&parent_inode.path);
         let inode = self.inodes.remember(
             parent,
             &path,
@@ -588,6 +589,7 @@ impl Fs {
         let out = self.client.put_object(&key, body, &options).await?;
         self.forget_missing(&path);
         self.invalidate_listing(&parent_inode.path);
+        self.touch_dir(&parent_inode.path);
         let attr = if key_suffix == "/" {
             self.config
                 .attrs
@@ -684,6 +686,7 @@ impl Fs {
             self.client.delete_object(&self.key(&path), None).await?;
         }
         self.invalidate_listing(&parent_inode.path);
+        self.touch_dir(&parent_inode.path);
         self.remember_missing_now(&path);
         Ok(())
     }
@@ -793,6 +796,7 @@ impl Fs {
             .await?;
         self.invalidate_listing(&parent_inode.path);
         self.invalidate_listing(&path);
+        self.touch_dir(&parent_inode.path);
         self.remember_missing_now(&path);
         Ok(())
     }
@@ -861,6 +865,7 @@ impl Fs {
         self.inodes.rename(&from, &to, new_parent);
         for dir in [&from_dir.path, &to_dir.path] {
             self.invalidate_listing(dir);
+            self.touch_dir(dir);
         }
         self.invalidate_listing(&from);
         self.invalidate_listing(&to);
