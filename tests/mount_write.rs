@@ -600,3 +600,47 @@ async fn files_open_for_reading_stay_readable_after_unlink_and_rename() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cp_inside_the_mount_copies_server_side() {
+    let s = server();
+    let c = new_bucket("wcopy").await;
+    let data = test_data(12 * MIB, 31);
+    upload(&c, "orig.bin", data.clone()).await;
+    let proxy = FaultProxy::start(&s.endpoint).await;
+    let mount = Mount::start(c.bucket(), &proxy.url, &[]);
+    proxy.clear_seen();
+    let root = mount.path.clone();
+    blocking(move || {
+        let status = std::process::Command::new("cp")
+            .arg(root.join("orig.bin"))
+            .arg(root.join("copy.bin"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(
+            std::fs::metadata(root.join("copy.bin")).unwrap().len(),
+            12 * MIB as u64
+        );
+    })
+    .await;
+    let seen = proxy.seen();
+    let copies = seen
+        .iter()
+        .filter(|r| {
+            r.method == "PUT"
+                && r.path_and_query.ends_with("/copy.bin")
+                && r.header_names.iter().any(|h| h == "x-amz-copy-source")
+        })
+        .count();
+    let data_gets = seen
+        .iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.ends_with("/orig.bin"))
+        .count();
+    assert_eq!(copies, 1, "{seen:?}");
+    assert_eq!(data_gets, 0, "no data read through the mount: {seen:?}");
+    assert_eq!(
+        sha256(&object(&c, "copy.bin").await.unwrap().0),
+        sha256(&data)
+    );
+}

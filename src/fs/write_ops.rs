@@ -996,6 +996,80 @@ impl Fs {
         Ok(())
     }
 
+    /// copy_file_range: a whole file copied into a new, empty file is a
+    /// server-side copy (CopyObject; multipart copy above 5 GiB), so `cp`
+    /// inside the mount moves no data through this machine. Anything else
+    /// is EOPNOTSUPP, on which the kernel copies through read and write.
+    pub async fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> FsResult<u64> {
+        let unsupported = || {
+            FsError::new(
+                libc::EOPNOTSUPP,
+                "only whole-file copies into an empty file are server-side",
+            )
+        };
+        let source = match self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh_in)
+        {
+            Some(Handle::File { reader, .. }) => reader.object().clone(),
+            _ => return Err(unsupported()),
+        };
+        if off_in >= source.size {
+            return Ok(0);
+        }
+        let ctx = self.writer()?;
+        let (ino, dirty_arc) = self.writable_handle(fh_out)?;
+        let mut dirty = dirty_arc.lock().await;
+        // The reply counts bytes in 32 bits.
+        if off_in != 0
+            || off_out != 0
+            || len < source.size
+            || source.size > u32::MAX as u64
+            || dirty.size != 0
+            || dirty.unlinked
+        {
+            return Err(unsupported());
+        }
+        let options = PutOptions {
+            user_metadata: dirty.metadata.clone(),
+            ..Default::default()
+        };
+        let to = dirty.key.clone();
+        self.copy_object(
+            &source.key,
+            &to,
+            source.size,
+            MetadataDirective::Replace(options),
+        )
+        .await?;
+        let copied = self.client.head_object(&to, None).await?;
+        dirty.adopt(
+            &ctx,
+            BaseObject {
+                etag: copied.etag.clone(),
+                size: copied.size,
+            },
+        )?;
+        let path = to
+            .strip_prefix(&self.config.prefix)
+            .unwrap_or(&to)
+            .to_owned();
+        self.publish(Some(ino), &path, &dirty_arc, &dirty);
+        self.inodes
+            .update(ino, |i| i.etag = Some(Arc::from(copied.etag.as_str())));
+        self.invalidate_listing(parent_of(&path));
+        Ok(copied.size)
+    }
+
     /// Save every dirty file (at unmount).
     pub async fn flush_all(&self) {
         let all: Vec<(String, SharedDirty)> = self

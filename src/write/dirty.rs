@@ -270,6 +270,19 @@ impl DirtyFile {
         }
     }
 
+    /// The file's content was replaced server-side by `base` (a copy):
+    /// nothing local is left to upload.
+    pub fn adopt(&mut self, ctx: &WriteContext, base: BaseObject) -> FsResult<()> {
+        self.abandon_stream(ctx);
+        self.staging.set_len(0)?;
+        self.size = base.size;
+        self.base = Some(base);
+        self.written = RangeSet::new();
+        self.needs_upload = false;
+        self.exclusive = false;
+        Ok(())
+    }
+
     /// Read `len` bytes at `offset` as the file is now.
     pub async fn read(&self, ctx: &WriteContext, offset: u64, len: u32) -> FsResult<Vec<u8>> {
         let end = (offset + len as u64).min(self.size);
