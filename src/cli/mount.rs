@@ -14,7 +14,7 @@ use super::s3_options::S3Options;
 use super::source::Source;
 use super::units::{parse_duration, parse_size};
 use crate::fs::attr::AttrDefaults;
-use crate::fs::{Fs, FsConfig};
+use crate::fs::{Fs, FsConfig, VersionsMode};
 use crate::fuse::FuseAdapter;
 use crate::read::ReadTuning;
 use crate::s3::ListRequest;
@@ -119,6 +119,11 @@ pub struct MountArgs {
     /// Memory for uploads in flight, shared by all files being written.
     #[arg(long, default_value = "64MiB", value_parser = parse_size_arg, help_heading = "Transfers")]
     pub write_buffer: u64,
+
+    /// The `.versions` view of the bucket's history: reachable by name
+    /// (hidden), also listed in the root (visible), or none (off).
+    #[arg(long, value_enum, default_value = "hidden", help_heading = "Files")]
+    pub versions: VersionsMode,
 
     /// Write logs here when daemonized [default: syslog].
     #[arg(long, value_name = "FILE", help_heading = "Mount")]
@@ -299,6 +304,7 @@ fn serve(
         cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
         write_buffer: args.write_buffer,
         part_size: args.part_size,
+        versions: args.versions,
     };
     let fs = Arc::new(
         Fs::new(client, config).map_err(|e| anyhow!("cannot use the cache directory: {e}"))?,

@@ -32,6 +32,25 @@ impl Fs {
         if inode.attr.kind != Kind::Dir {
             return Err(FsError::new(libc::ENOTDIR, "not a directory"));
         }
+        if self.versions_enabled() && super::versions::is_virtual(&inode.path) {
+            let entries = self
+                .versions_entries(&inode)
+                .await?
+                .into_iter()
+                .map(|(name, attr)| DirEntry {
+                    name,
+                    attr,
+                    etag: None,
+                })
+                .collect();
+            let snapshot = DirSnapshot {
+                dir: inode.ino,
+                parent: inode.parent,
+                path: inode.path.clone(),
+                entries,
+            };
+            return Ok(self.add_handle(Handle::Dir(Arc::new(snapshot))));
+        }
         // A new opendir lists afresh: `ls` after a change made elsewhere
         // shows it, as close-to-open consistency would.
         self.invalidate_listing(&inode.path);
@@ -55,6 +74,19 @@ impl Fs {
         // Files created or changed here and not saved yet are shown as
         // they are locally.
         for (name, attr) in self.local_children(&inode.path) {
+            entries.insert(
+                name.clone(),
+                DirEntry {
+                    name,
+                    attr,
+                    etag: None,
+                },
+            );
+        }
+        if inode.path.is_empty() && self.config.versions == super::VersionsMode::Visible {
+            let name = super::versions::VERSIONS_DIR.to_owned();
+            let mut attr = self.config.attrs.dir(None);
+            attr.perm = 0o555;
             entries.insert(
                 name.clone(),
                 DirEntry {

@@ -33,6 +33,19 @@ impl Fs {
             return self.open_for_write(ino, truncate).await;
         }
         let mut inode = self.getattr(ino).await?;
+        if self.versions_enabled() && super::versions::is_virtual(&inode.path) {
+            let object = self.versions_file(&inode).await?;
+            let reader = Reader::new(self.read_ctx.clone(), object);
+            let fh = self.add_handle(Handle::File {
+                ino,
+                reader: Arc::new(reader),
+            });
+            // A version never changes: its pages stay valid.
+            return Ok(Opened {
+                fh,
+                keep_cache: true,
+            });
+        }
         if let Some(dirty) = self.local_dirty(&inode.path) {
             // Unsaved changes: read them, not the bucket's copy.
             let fh = self.add_handle(Handle::Local {

@@ -17,7 +17,7 @@ use super::attr::{Attr, Kind};
 use super::error::{FsError, FsResult};
 use super::inode::{child_path, Ino, Inode, ROOT_INO};
 use super::names::{is_valid_name, KEY_MAX, NAME_MAX};
-use super::Fs;
+use super::{versions, Fs};
 use crate::s3::ListRequest;
 
 /// One child in a directory listing.
@@ -137,6 +137,15 @@ impl Fs {
             }
         }
         files.extend(dirs);
+        if dir_path.is_empty()
+            && self.versions_enabled()
+            && files.remove(versions::VERSIONS_DIR).is_some()
+        {
+            self.odd_keys.hidden(
+                &format!("{prefix}{}", versions::VERSIONS_DIR),
+                "the name is taken by the versions view (-o versions=off shows it)",
+            );
+        }
         let listing = Arc::new(Listing {
             entries: files,
             fetched_at: Instant::now(),
@@ -148,8 +157,10 @@ impl Fs {
         Ok(listing)
     }
 
-    /// Forget cached knowledge about a directory's children.
+    /// Forget cached knowledge about a directory's children (and the cached
+    /// history, which every change extends).
     pub(crate) fn invalidate_listing(&self, dir_path: &str) {
+        self.invalidate_versions();
         self.listings
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -308,6 +319,12 @@ impl Fs {
     pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Inode> {
         let parent = self.inode(parent)?;
         let path = self.checked_child_path(&parent, name)?;
+        if self.versions_enabled()
+            && (versions::is_virtual(&parent.path)
+                || (parent.ino == ROOT_INO && name == versions::VERSIONS_DIR))
+        {
+            return self.versions_lookup(&parent, name).await;
+        }
         match self.resolve(&parent.path, name).await? {
             Some(resolved) => Ok(self.inodes.remember(
                 parent.ino,
@@ -324,6 +341,15 @@ impl Fs {
     /// getattr: attributes, from the inode while fresh, else from S3.
     pub async fn getattr(&self, ino: Ino) -> FsResult<Inode> {
         let inode = self.inode(ino)?;
+        if self.versions_enabled() && versions::is_virtual(&inode.path) {
+            // History does not change under a name: attributes stay valid.
+            return self
+                .inodes
+                .update(ino, |i| {
+                    i.valid_until = Instant::now() + self.config.metadata_ttl
+                })
+                .ok_or_else(FsError::not_found);
+        }
         if let Some(attr) = self.local_attr(&inode.path) {
             return self
                 .inodes

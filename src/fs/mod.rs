@@ -16,6 +16,7 @@ mod file;
 pub mod inode;
 mod lookup;
 pub mod names;
+mod versions;
 mod write_ops;
 
 use std::collections::HashMap;
@@ -55,6 +56,8 @@ pub struct FsConfig {
     pub write_buffer: u64,
     /// First multipart part size (parts grow beyond 1,000 parts).
     pub part_size: u64,
+    /// Whether and how `.versions` appears.
+    pub versions: VersionsMode,
 }
 
 /// Directory listings kept at once (each lives `metadata_ttl`).
@@ -105,6 +108,10 @@ pub struct Fs {
     /// implicit directories, and rewriting a marker per change would cost a
     /// request per file created).
     dir_times: Mutex<HashMap<String, std::time::SystemTime>>,
+    /// What each path under `.versions` names.
+    vnodes: Mutex<HashMap<String, versions::VNode>>,
+    /// ListObjectVersions results by prefix.
+    version_listings: Mutex<HashMap<String, Arc<versions::VersionListing>>>,
     odd_keys: OddKeyLog,
 }
 
@@ -136,6 +143,8 @@ impl Fs {
             write_ctx,
             local: Mutex::new(HashMap::new()),
             dir_times: Mutex::new(HashMap::new()),
+            vnodes: Mutex::new(HashMap::new()),
+            version_listings: Mutex::new(HashMap::new()),
             odd_keys: OddKeyLog::default(),
             config,
         })
@@ -249,6 +258,7 @@ pub struct StatFs {
     pub namelen: u32,
 }
 pub use file::Opened;
+pub use versions::VersionsMode;
 pub use write_ops::{Caller, SetAttr};
 
 impl Fs {

@@ -179,6 +179,7 @@ impl Fs {
     pub(crate) async fn open_for_write(&self, ino: Ino, truncate: bool) -> FsResult<Opened> {
         self.writer()?;
         let inode = self.getattr(ino).await?;
+        self.refuse_virtual(&inode.path)?;
         if inode.attr.kind == Kind::Dir {
             return Err(FsError::new(libc::EISDIR, "is a directory"));
         }
@@ -222,6 +223,7 @@ impl Fs {
         let ctx = self.writer()?;
         let parent_inode = self.inode(parent)?;
         let path = self.checked_child_path(&parent_inode, name)?;
+        self.refuse_virtual(&path)?;
         if exclusive && self.resolve(&parent_inode.path, name).await?.is_some() {
             return Err(FsError::new(libc::EEXIST, "file exists"));
         }
@@ -398,6 +400,7 @@ impl Fs {
     /// setattr: truncate, chmod, chown, utimens.
     pub async fn setattr(&self, ino: Ino, change: SetAttr, caller: Caller) -> FsResult<Inode> {
         let inode = self.getattr(ino).await?;
+        self.refuse_virtual(&inode.path)?;
         if change.size.is_none()
             && change.mode.is_none()
             && change.uid.is_none()
@@ -497,8 +500,7 @@ impl Fs {
         self.getattr(ino).await
     }
 
-    /// Copy `from` to `to` server-side: CopyObject up to 5 GiB, a multipart
-    /// upload of copied parts above.
+    /// Copy the latest version of `from` to `to` server-side.
     async fn copy_object(
         &self,
         from: &str,
@@ -506,7 +508,21 @@ impl Fs {
         size: u64,
         directive: MetadataDirective,
     ) -> FsResult<()> {
-        let source = CopySource::latest(from);
+        self.copy_version(&CopySource::latest(from), to, size, directive)
+            .await
+    }
+
+    /// Copy `source` (a key, or one version of it) to `to` server-side:
+    /// CopyObject up to 5 GiB, a multipart upload of copied parts above.
+    async fn copy_version(
+        &self,
+        source: &CopySource,
+        to: &str,
+        size: u64,
+        directive: MetadataDirective,
+    ) -> FsResult<()> {
+        let from = source.key.as_str();
+        let source = source.clone();
         if size <= MAX_SINGLE_COPY {
             self.client.copy_object(&source, to, &directive).await?;
             return Ok(());
@@ -514,7 +530,10 @@ impl Fs {
         let options = match directive {
             MetadataDirective::Replace(options) => options,
             MetadataDirective::Copy => {
-                let meta = self.client.head_object(from, None).await?;
+                let meta = self
+                    .client
+                    .head_object(from, source.version_id.as_deref())
+                    .await?;
                 PutOptions {
                     content_type: meta.content_type,
                     user_metadata: meta.user_metadata,
@@ -574,6 +593,7 @@ impl Fs {
         self.writer()?;
         let parent_inode = self.inode(parent)?;
         let path = self.checked_child_path(&parent_inode, name)?;
+        self.refuse_virtual(&path)?;
         if self.resolve(&parent_inode.path, name).await?.is_some()
             || self.local_attr(&path).is_some()
         {
@@ -665,6 +685,7 @@ impl Fs {
         self.writer()?;
         let parent_inode = self.inode(parent)?;
         let path = self.checked_child_path(&parent_inode, name)?;
+        self.refuse_virtual(&path)?;
         let local = self.local_map().remove(&path);
         let remote = self.resolve(&parent_inode.path, name).await?;
         if local.is_none() && remote.is_none() {
@@ -781,6 +802,7 @@ impl Fs {
         self.writer()?;
         let parent_inode = self.inode(parent)?;
         let path = self.checked_child_path(&parent_inode, name)?;
+        self.refuse_virtual(&path)?;
         match self.resolve(&parent_inode.path, name).await? {
             None => return Err(FsError::not_found()),
             Some(r) if r.attr.kind != Kind::Dir => {
@@ -817,6 +839,8 @@ impl Fs {
         let to_dir = self.inode(new_parent)?;
         let from = self.checked_child_path(&from_dir, name)?;
         let to = self.checked_child_path(&to_dir, new_name)?;
+        self.refuse_virtual(&from)?;
+        self.refuse_virtual(&to)?;
         if from == to {
             return Ok(());
         }
@@ -1044,13 +1068,12 @@ impl Fs {
             ..Default::default()
         };
         let to = dirty.key.clone();
-        self.copy_object(
-            &source.key,
-            &to,
-            source.size,
-            MetadataDirective::Replace(options),
-        )
-        .await?;
+        let from = CopySource {
+            key: source.key.to_string(),
+            version_id: source.version_id.clone(),
+        };
+        self.copy_version(&from, &to, source.size, MetadataDirective::Replace(options))
+            .await?;
         let copied = self.client.head_object(&to, None).await?;
         dirty.adopt(
             &ctx,
