@@ -6,6 +6,7 @@ mod logging;
 mod ls;
 pub mod mount;
 pub mod mount_options;
+mod restore;
 pub mod s3_options;
 pub mod source;
 pub mod units;
@@ -43,6 +44,9 @@ pub enum Command {
     /// List a bucket's keys (or versions) with the mount's client, to check
     /// credentials and endpoint.
     Ls(ls::LsArgs),
+    /// Restore a file or a subtree to a version or an instant, with
+    /// server-side copies (deleted files too).
+    Restore(restore::RestoreArgs),
 }
 
 /// Run the command line; returns the process exit code.
@@ -57,6 +61,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse_from(args);
     match cli.command {
         Some(Command::Ls(args)) => ls::main(args, cli.debug),
+        Some(Command::Restore(args)) => restore::main(args, cli.debug),
         None => mount::run(cli.mount, cli.debug),
     }
 }

@@ -258,7 +258,7 @@ pub struct StatFs {
     pub namelen: u32,
 }
 pub use file::Opened;
-pub use versions::VersionsMode;
+pub use versions::{parse_instant, version_at, VersionsMode, VERSIONS_DIR as VERSIONS_DIR_NAME};
 pub use write_ops::{Caller, SetAttr};
 
 impl Fs {

@@ -128,7 +128,7 @@ fn entry_name(time: &str, tie: &str, v: &ObjectVersion) -> String {
 
 /// Parse the instant of an `@<time>` name: RFC 3339 in UTC, or a date
 /// alone meaning its midnight UTC.
-pub(crate) fn parse_instant(text: &str) -> Option<SystemTime> {
+pub fn parse_instant(text: &str) -> Option<SystemTime> {
     let t = text.trim();
     if t.len() == 10 && t.as_bytes().get(4) == Some(&b'-') {
         return humantime::parse_rfc3339(&format!("{t}T00:00:00Z")).ok();
@@ -140,7 +140,7 @@ pub(crate) fn parse_instant(text: &str) -> Option<SystemTime> {
 
 /// The newest version of a key not later than `at`, unless it is a delete
 /// marker. `versions` are newest first.
-fn version_at(versions: &[ObjectVersion], at: SystemTime) -> Option<&ObjectVersion> {
+pub fn version_at(versions: &[ObjectVersion], at: SystemTime) -> Option<&ObjectVersion> {
     versions
         .iter()
         .find(|v| v.last_modified <= at)

@@ -20,10 +20,8 @@ use super::file::Opened;
 use super::inode::{Ino, Inode};
 use super::{Fs, Handle, LocalFile, SharedDirty};
 use crate::s3::{CopySource, MetadataDirective, ObjectIdentifier, PutOptions};
-use crate::write::{mtime_value, BaseObject, DirtyFile, PartLayout, WriteContext};
+use crate::write::{mtime_value, BaseObject, DirtyFile, WriteContext};
 
-/// Largest object one CopyObject may copy (S3 and B2: 5 GiB).
-const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
 /// Objects copied at once by a directory rename.
 const RENAME_CONCURRENCY: usize = 16;
 
@@ -512,8 +510,7 @@ impl Fs {
             .await
     }
 
-    /// Copy `source` (a key, or one version of it) to `to` server-side:
-    /// CopyObject up to 5 GiB, a multipart upload of copied parts above.
+    /// Copy `source` (a key, or one version of it) to `to` server-side.
     async fn copy_version(
         &self,
         source: &CopySource,
@@ -521,56 +518,7 @@ impl Fs {
         size: u64,
         directive: MetadataDirective,
     ) -> FsResult<()> {
-        let from = source.key.as_str();
-        let source = source.clone();
-        if size <= MAX_SINGLE_COPY {
-            self.client.copy_object(&source, to, &directive).await?;
-            return Ok(());
-        }
-        let options = match directive {
-            MetadataDirective::Replace(options) => options,
-            MetadataDirective::Copy => {
-                let meta = self
-                    .client
-                    .head_object(from, source.version_id.as_deref())
-                    .await?;
-                PutOptions {
-                    content_type: meta.content_type,
-                    user_metadata: meta.user_metadata,
-                    if_none_match_any: false,
-                }
-            }
-        };
-        // Copy parts of up to 1 GiB (well inside S3's 5 GiB part limit).
-        let layout = PartLayout::new((size / 9_000).max(1024 * 1024 * 1024));
-        let ranges = layout
-            .parts(size)
-            .ok_or_else(|| FsError::new(libc::EFBIG, "object too large to copy"))?;
-        let upload = self.client.create_multipart_upload(to, &options).await?;
-        let parts = futures::stream::iter(ranges.into_iter().enumerate())
-            .map(|(i, range)| {
-                let (source, upload) = (source.clone(), upload.clone());
-                async move {
-                    self.client
-                        .upload_part_copy(to, &upload, i as u32 + 1, &source, range)
-                        .await
-                }
-            })
-            .buffered(4)
-            .try_collect::<Vec<_>>()
-            .await;
-        let done = match parts {
-            Ok(parts) => self
-                .client
-                .complete_multipart_upload(to, &upload, &parts)
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if done.is_err() {
-            let _ = self.client.abort_multipart_upload(to, &upload).await;
-        }
-        Ok(done?)
+        Ok(self.client.copy(source, to, size, &directive).await?)
     }
 
     pub(crate) fn forget_missing(&self, path: &str) {
