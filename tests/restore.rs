@@ -44,7 +44,13 @@ async fn a_subtree_to_an_instant_and_a_file_to_a_version() {
                 .unwrap()
         }
     };
-    put("docs/a.txt", "a1").await;
+    let with_mode = PutOptions {
+        user_metadata: [("mode".to_owned(), "33216".to_owned())].into(), // S_IFREG | 0700
+        ..Default::default()
+    };
+    c.put_object("docs/a.txt", Bytes::from_static(b"a1"), &with_mode)
+        .await
+        .unwrap();
     put("docs/sub/b.txt", "b1").await;
     put("other.txt", "o1").await;
     // Some servers keep whole seconds: leave one between the two states.
@@ -81,6 +87,12 @@ async fn a_subtree_to_an_instant_and_a_file_to_a_version() {
     );
     assert!(stdout.contains("restored 2 files"), "{stdout}");
     assert_eq!(body(&c, "docs/a.txt").await.as_deref(), Some("a1"));
+    let meta = c.head_object("docs/a.txt", None).await.unwrap();
+    assert_eq!(
+        meta.user_metadata.get("mode").map(String::as_str),
+        Some("33216"),
+        "metadata comes back too"
+    );
     assert_eq!(
         body(&c, "docs/sub/b.txt").await.as_deref(),
         Some("b1"),

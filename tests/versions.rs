@@ -39,6 +39,13 @@ async fn history_point_in_time_and_restore() {
     .await
     .unwrap();
     c.delete_object("dir/old.txt", None).await.unwrap();
+    c.put_object(
+        "odd name ü.txt",
+        Bytes::from_static(b"odd"),
+        &PutOptions::default(),
+    )
+    .await
+    .unwrap();
     let mount = Mount::start(c.bucket(), &server().endpoint, &["-o", "metadata_ttl=0"]);
     let root = mount.path.clone();
     blocking({
@@ -76,6 +83,11 @@ async fn history_point_in_time_and_restore() {
             "deleted directories stay in history"
         );
         assert_eq!(names(&v.join("dir")), ["old.txt"]);
+        let odd = names(&v.join("odd name ü.txt"));
+        assert_eq!(
+            std::fs::read_to_string(v.join("odd name ü.txt").join(&odd[0])).unwrap(),
+            "odd"
+        );
 
         let entries = names(&v.join("doc.txt"));
         assert_eq!(entries.len(), 3, "{entries:?}");
@@ -113,6 +125,10 @@ async fn history_point_in_time_and_restore() {
             !names(&at3.join("dir")).contains(&"old.txt".to_owned()),
             "deleted before then"
         );
+        // After the delete, the file is not in the view of that moment.
+        let now = humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(1))
+            .to_string();
+        assert!(!names(&v.join(format!("@{now}"))).contains(&"doc.txt".to_owned()));
         let err = std::fs::metadata(v.join("@not-a-time")).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
 
@@ -122,6 +138,11 @@ async fn history_point_in_time_and_restore() {
             std::fs::write(v.join("doc.txt").join(&entries[0]), b"x").unwrap_err(),
             std::fs::remove_file(v.join("doc.txt").join(&entries[0])).unwrap_err(),
             std::fs::create_dir(v.join("newdir")).unwrap_err(),
+            std::fs::set_permissions(
+                v.join("doc.txt").join(&entries[0]),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap_err(),
             std::fs::rename(v.join("doc.txt").join(&entries[0]), root.join("x")).unwrap_err(),
         ] {
             assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
