@@ -663,3 +663,90 @@ mod tests {
         );
     }
 }
+
+/// Property tests: no body a server can send makes a parser panic, and
+/// keys survive the listing encoding whatever they hold.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bodies shaped like S3's, with arbitrary (often broken) content.
+    fn xmlish() -> impl Strategy<Value = String> {
+        let element = prop_oneof![
+            Just("Contents"),
+            Just("Key"),
+            Just("Size"),
+            Just("LastModified"),
+            Just("ETag"),
+            Just("IsTruncated"),
+            Just("NextContinuationToken"),
+            Just("CommonPrefixes"),
+            Just("Prefix"),
+            Just("Version"),
+            Just("DeleteMarker"),
+            Just("VersionId"),
+            Just("Error"),
+            Just("Code"),
+            Just("UploadId"),
+            Just("Part"),
+            Just("PartNumber"),
+            Just("EncodingType"),
+            Just("Status"),
+        ];
+        proptest::collection::vec((element, any::<String>(), any::<bool>()), 0..12).prop_map(
+            |parts| {
+                let mut body = String::from("<?xml version=\"1.0\"?><ListBucketResult>");
+                for (name, text, close) in parts {
+                    body.push_str(&format!("<{name}>{text}"));
+                    if close {
+                        body.push_str(&format!("</{name}>"));
+                    }
+                }
+                body.push_str("</ListBucketResult>");
+                body
+            },
+        )
+    }
+
+    fn parse_everything(body: &str) {
+        let _ = parse_list_objects(body);
+        let _ = parse_list_versions(body);
+        let _ = parse_error_body(body);
+        let _ = parse_initiate_multipart(body);
+        let _ = parse_etag_result(body, "test");
+        let _ = parse_list_parts(body);
+        let _ = parse_list_uploads(body);
+        let _ = parse_versioning(body);
+        let _ = parse_delete_result(body);
+        let _ = parse_timestamp(body);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bodies_never_panic(body in any::<String>()) {
+            parse_everything(&body);
+        }
+
+        #[test]
+        fn s3_shaped_bodies_never_panic(body in xmlish()) {
+            parse_everything(&body);
+        }
+
+        #[test]
+        fn listed_keys_round_trip(key in "\\PC{0,64}") {
+            // S3's url encoding of listings: form-style, space as '+'.
+            let encoded: String = key
+                .bytes()
+                .map(|b| match b {
+                    b' ' => "+".to_owned(),
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            prop_assert_eq!(crate::s3::encode::decode_listed_key(&encoded), Some(key));
+        }
+    }
+}
