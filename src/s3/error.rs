@@ -166,6 +166,7 @@ impl S3Error {
             Some("SignatureDoesNotMatch") => {
                 Some("the secret key does not match the access key id")
             }
+            Some("InvalidToken") => Some("the session token is not valid"),
             Some("ExpiredToken") | Some("TokenRefreshRequired") => {
                 Some("the session token has expired")
             }
