@@ -6,9 +6,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
-use bucketfs::s3::PutOptions;
-use bytes::Bytes;
-use support::{new_bucket, server};
+use support::{new_bucket, put, server};
 
 fn bucketfs(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bucketfs"));
@@ -32,9 +30,7 @@ fn text(o: &Output) -> (String, String) {
 async fn bucket_with_files(name: &str) -> String {
     let c = new_bucket(name).await;
     for key in ["top.txt", "dir/inner.txt", "dir/deeper/x.bin"] {
-        c.put_object(key, Bytes::from_static(b"12345"), &PutOptions::default())
-            .await
-            .unwrap();
+        put(&c, key, b"12345").await;
     }
     c.bucket().to_owned()
 }

@@ -7,10 +7,8 @@ mod support;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use bucketfs::s3::PutOptions;
-use bytes::Bytes;
 use support::mount::{bucketfs_bin, credential_env, is_mounted, Mount};
-use support::{blocking, new_bucket, server, wait_until};
+use support::{blocking, new_bucket, put, server, wait_until};
 
 fn run(args: &[&str], env: &[(String, String)]) -> Output {
     Command::new(bucketfs_bin())
@@ -41,13 +39,7 @@ fn process_gone(pid: u32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_returns_once_mounted_and_exits_on_unmount() {
     let c = new_bucket("daemon").await;
-    c.put_object(
-        "hello.txt",
-        Bytes::from_static(b"hi"),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
+    put(&c, "hello.txt", b"hi").await;
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -213,9 +205,7 @@ async fn bad_input_gives_one_clear_line_and_no_mount() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_mount_refuses_writes() {
     let c = new_bucket("readonly").await;
-    c.put_object("f.txt", Bytes::from_static(b"data"), &PutOptions::default())
-        .await
-        .unwrap();
+    put(&c, "f.txt", b"data").await;
     let mount = Mount::start(c.bucket(), &server().endpoint, &["-o", "ro"]);
     let root = mount.path.clone();
     blocking(move || {
@@ -236,13 +226,7 @@ async fn many_readers_and_a_slow_listing_do_not_block_each_other() {
     // A reader busy with a big file must not hold up `ls` elsewhere.
     let c = new_bucket("concurrency").await;
     support::upload(&c, "big/file.bin", support::test_data(40 * 1024 * 1024, 3)).await;
-    c.put_object(
-        "small/a.txt",
-        Bytes::from_static(b"a"),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
+    put(&c, "small/a.txt", b"a").await;
     let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
     let root = mount.path.clone();
     blocking(move || {

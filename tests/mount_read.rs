@@ -11,18 +11,9 @@ use bucketfs::s3::PutOptions;
 use bytes::Bytes;
 use support::mount::Mount;
 use support::proxy::FaultProxy;
-use support::{blocking, new_bucket, server, sha256, test_data, upload};
+use support::{blocking, names, new_bucket, put, server, sha256, test_data, upload};
 
 const MIB: usize = 1024 * 1024;
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_of_every_size_read_back_exactly() {
@@ -215,13 +206,7 @@ async fn ten_thousand_keys_cost_about_ten_list_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3fs_symlinks_and_metadata_are_honoured() {
     let c = new_bucket("symlinks").await;
-    c.put_object(
-        "target.txt",
-        Bytes::from_static(b"pointed at"),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
+    put(&c, "target.txt", b"pointed at").await;
     let link = PutOptions {
         user_metadata: [("mode".to_owned(), (libc::S_IFLNK | 0o777).to_string())].into(),
         ..Default::default()

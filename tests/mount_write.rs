@@ -14,7 +14,7 @@ use bucketfs::s3::{GetRequest, PutOptions, S3Client};
 use bytes::Bytes;
 use support::mount::Mount;
 use support::proxy::{Fault, FaultProxy};
-use support::{blocking, new_bucket, server, sha256, test_data, upload};
+use support::{blocking, new_bucket, put, server, sha256, test_data, upload};
 
 const MIB: usize = 1024 * 1024;
 
@@ -190,13 +190,7 @@ async fn overwriting_the_middle_reuploads_only_that_part() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_shrinks_and_grows_open_and_closed_files() {
     let c = new_bucket("wtrunc").await;
-    c.put_object(
-        "closed.txt",
-        Bytes::from_static(b"0123456789"),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
+    put(&c, "closed.txt", b"0123456789").await;
     let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
     let root = mount.path.clone();
     blocking(move || {

@@ -9,25 +9,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use support::proxy::{Fault, FaultProxy, TestTls};
-use support::{new_bucket, new_versioned_bucket, server, versioning_enabled};
+use support::{new_bucket, new_versioned_bucket, put, server, test_data, versioning_enabled};
 
 const MIB: usize = 1024 * 1024;
-
-/// Deterministic, incompressible test data.
-fn data(len: usize, seed: u64) -> Bytes {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    Bytes::from(out)
-}
 
 fn sha(b: &[u8]) -> String {
     format!("{:x}", Sha256::digest(b))
@@ -47,7 +31,7 @@ fn meta(pairs: &[(&str, &str)]) -> PutOptions {
 #[tokio::test]
 async fn put_head_get_delete_round_trip() {
     let c = new_bucket("roundtrip").await;
-    let body = data(100_000, 1);
+    let body = test_data(100_000, 1);
     let put = c
         .put_object(
             "dir/file.bin",
@@ -256,9 +240,7 @@ async fn listing_paginates_with_delimiter_and_start_after() {
     let c = new_bucket("paging").await;
     let keys = ["a.txt", "b/1", "b/2", "c/x/y", "d.txt", "e.txt", "f/"];
     for k in keys {
-        c.put_object(k, Bytes::from_static(b"x"), &PutOptions::default())
-            .await
-            .unwrap();
+        put(&c, k, b"x").await;
     }
     // max-keys=2 with a delimiter: every page has at most two entries and
     // following the tokens yields every file and prefix once.
@@ -311,9 +293,9 @@ async fn listing_paginates_with_delimiter_and_start_after() {
 #[tokio::test]
 async fn multipart_upload_of_three_parts_with_a_copied_part() {
     let c = new_bucket("multipart").await;
-    let p1 = data(5 * MIB, 11);
-    let p2 = data(5 * MIB, 12);
-    let p3 = data(1234, 13);
+    let p1 = test_data(5 * MIB, 11);
+    let p2 = test_data(5 * MIB, 12);
+    let p3 = test_data(1234, 13);
     let opts = meta(&[("mode", "33261")]);
     let upload = c.create_multipart_upload("big.bin", &opts).await.unwrap();
     let parts = vec![
@@ -413,7 +395,7 @@ async fn multipart_upload_of_three_parts_with_a_copied_part() {
 }
 
 #[tokio::test]
-async fn copy_object_keeps_or_replaces_metadata() {
+async fn copy_object_keeps_or_replaces_metatest_data() {
     let c = new_bucket("copymeta").await;
     c.put_object(
         "src",
@@ -496,13 +478,7 @@ async fn versions_and_delete_markers_are_listed_and_readable() {
         );
     }
     c.delete_object("doc.txt", None).await.unwrap();
-    c.put_object(
-        "other.txt",
-        Bytes::from_static(b"o"),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
+    put(&c, "other.txt", b"o").await;
 
     let versions = c.list_all_versions("doc").await.unwrap();
     assert_eq!(versions.len(), 4, "{versions:?}");
@@ -638,7 +614,7 @@ async fn retries_carry_requests_through_503s_500s_and_dropped_connections() {
     proxy.inject(Some("PUT"), Fault::slow_down(), 2);
     proxy.inject(Some("PUT"), Fault::internal_error(), 1);
     proxy.inject(Some("PUT"), Fault::DropConnection, 1);
-    let body = data(300_000, 5);
+    let body = test_data(300_000, 5);
     c.put_object("r.bin", body.clone(), &PutOptions::default())
         .await
         .unwrap();
@@ -767,13 +743,7 @@ async fn sse_c_headers_are_sent_and_objects_round_trip() {
     let mut config = s.config_via(&proxy.url, direct.bucket());
     config.sse = ServerSideEncryption::Customer(SseCustomerKey::from_bytes(&[42u8; 32]));
     let c = S3Client::new(config).unwrap();
-    c.put_object(
-        "secret.bin",
-        Bytes::from_static(b"classified"),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
+    put(&c, "secret.bin", b"classified").await;
     let (_, body) = c
         .get_object_bytes("secret.bin", GetRequest::default())
         .await

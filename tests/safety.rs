@@ -8,10 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bucketfs::s3::{GetRequest, PutOptions};
-use bytes::Bytes;
+use bucketfs::s3::GetRequest;
 use support::mount::{bucketfs_bin, is_mounted, Mount};
-use support::{blocking, new_bucket, server};
+use support::{blocking, new_bucket, put, server};
 
 /// A small tmpfs of our own, unmounted when dropped.
 struct Tmpfs {
@@ -49,13 +48,7 @@ impl Drop for Tmpfs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_staging_disk_is_enospc_and_reads_keep_working() {
     let c = new_bucket("diskfull").await;
-    c.put_object(
-        "keep.txt",
-        Bytes::from_static(b"safe"),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
+    put(&c, "keep.txt", b"safe").await;
     let disk = Tmpfs::new("2m");
     let cache = disk.path.join("cache");
     let mount = Mount::start(

@@ -4,22 +4,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use bucketfs::s3::{PutOptions, VersionKind};
 use bytes::Bytes;
 use support::mount::Mount;
-use support::{blocking, new_versioned_bucket, server, versioning_enabled};
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
+use support::{blocking, names, new_versioned_bucket, put, server, versioning_enabled};
 
 fn instant(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
@@ -31,21 +21,9 @@ async fn history_point_in_time_and_restore() {
     if !versioning_enabled(&c).await {
         return;
     }
-    c.put_object(
-        "dir/old.txt",
-        Bytes::from_static(b"old"),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
+    put(&c, "dir/old.txt", b"old").await;
     c.delete_object("dir/old.txt", None).await.unwrap();
-    c.put_object(
-        "odd name ü.txt",
-        Bytes::from_static(b"odd"),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
+    put(&c, "odd name ü.txt", b"odd").await;
     let mount = Mount::start(c.bucket(), &server().endpoint, &["-o", "metadata_ttl=0"]);
     let root = mount.path.clone();
     blocking({
@@ -213,20 +191,8 @@ async fn a_file_with_more_than_a_thousand_versions_lists_them_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_versions_key_is_shadowed_unless_the_view_is_off() {
     let c = new_versioned_bucket("shadow").await;
-    c.put_object(
-        ".versions/real.txt",
-        Bytes::from_static(b"real"),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
-    c.put_object(
-        "plain.txt",
-        Bytes::from_static(b"p"),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
+    put(&c, ".versions/real.txt", b"real").await;
+    put(&c, "plain.txt", b"p").await;
     let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
     let root = mount.path.clone();
     blocking(move || {
@@ -253,20 +219,8 @@ async fn a_real_versions_key_is_shadowed_unless_the_view_is_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unversioned_bucket_shows_the_current_version_only() {
     let c = support::new_bucket("unversioned").await;
-    c.put_object(
-        "f.txt",
-        Bytes::from_static(b"first"),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
-    c.put_object(
-        "f.txt",
-        Bytes::from_static(b"second"),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
+    put(&c, "f.txt", b"first").await;
+    put(&c, "f.txt", b"second").await;
     let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
     let root = mount.path.clone();
     blocking(move || {

@@ -36,24 +36,7 @@ fn timestamp(t: std::time::SystemTime) -> String {
 
 /// Run `bucketfs ls`; returns the exit code.
 pub fn main(args: LsArgs, debug: bool) -> i32 {
-    let _ = super::logging::init(debug, "warn", super::logging::LogTarget::Stderr);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bucketfs: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("bucketfs: {e:#}");
-            1
-        }
-    }
+    super::run_command(debug, async move { run(args).await.map(|()| 0) })
 }
 
 async fn run(args: LsArgs) -> anyhow::Result<()> {

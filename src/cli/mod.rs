@@ -49,6 +49,33 @@ pub enum Command {
     Restore(restore::RestoreArgs),
 }
 
+/// Run a one-shot subcommand (not the mount): warnings to stderr, a
+/// runtime for its requests, and `bucketfs: reason` with exit code 1 on
+/// failure.
+fn run_command(
+    debug: bool,
+    command: impl std::future::Future<Output = anyhow::Result<i32>>,
+) -> i32 {
+    let _ = logging::init(debug, "warn", logging::LogTarget::Stderr);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bucketfs: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bucketfs: {e:#}");
+            1
+        }
+    }
+}
+
 /// Run the command line; returns the process exit code.
 pub fn main() -> i32 {
     let args = match mount_options::translate(std::env::args_os().collect(), &Cli::command()) {

@@ -144,24 +144,7 @@ struct Plan {
 
 /// Run `bucketfs restore`; returns the exit code.
 pub fn main(args: RestoreArgs, debug: bool) -> i32 {
-    let _ = super::logging::init(debug, "warn", super::logging::LogTarget::Stderr);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bucketfs: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("bucketfs: {e:#}");
-            1
-        }
-    }
+    super::run_command(debug, run(args))
 }
 
 async fn run(args: RestoreArgs) -> anyhow::Result<i32> {

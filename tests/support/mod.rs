@@ -264,3 +264,30 @@ pub fn sha256(data: &[u8]) -> String {
     use sha2::Digest;
     format!("{:x}", sha2::Sha256::digest(data))
 }
+
+/// Store a small object through the S3 API (no metadata).
+pub async fn put(client: &S3Client, key: &str, body: &[u8]) {
+    client
+        .put_object(
+            key,
+            bytes::Bytes::copy_from_slice(body),
+            &bucketfs::s3::PutOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e}"));
+}
+
+/// The sorted names in a directory.
+pub fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| {
+            e.expect("directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
