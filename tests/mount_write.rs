@@ -14,7 +14,7 @@ use bucketfs::s3::{GetRequest, PutOptions, S3Client};
 use bytes::Bytes;
 use support::mount::Mount;
 use support::proxy::{Fault, FaultProxy};
-use support::{blocking, new_bucket, put, server, sha256, test_data, upload};
+use support::{blocking, names, new_bucket, put, server, sha256, test_data, upload};
 
 const MIB: usize = 1024 * 1024;
 
@@ -294,6 +294,11 @@ async fn renames_of_files_and_a_big_directory() {
         let mut open = std::fs::File::create(root.join("open.txt")).unwrap();
         open.write_all(b"first ").unwrap();
         std::fs::rename(root.join("open.txt"), root.join("moved.txt")).unwrap();
+        assert!(
+            !root.join("open.txt").exists(),
+            "the old name is gone at once"
+        );
+        assert!(!names(&root).contains(&"open.txt".to_owned()));
         open.write_all(b"second").unwrap();
         drop(open);
         assert_eq!(
@@ -636,5 +641,34 @@ async fn cp_inside_the_mount_copies_server_side() {
     assert_eq!(
         sha256(&object(&c, "copy.bin").await.unwrap().0),
         sha256(&data)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_renamed_while_a_file_inside_is_open_for_writing() {
+    let c = new_bucket("wrenameopen").await;
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    blocking(move || {
+        std::fs::create_dir(root.join("old")).unwrap();
+        let mut f = std::fs::File::create(root.join("old/f.txt")).unwrap();
+        f.write_all(b"before ").unwrap();
+        std::fs::rename(root.join("old"), root.join("new")).unwrap();
+        f.write_all(b"after").unwrap();
+        drop(f);
+        assert!(!root.join("old").exists());
+        assert_eq!(
+            std::fs::read_to_string(root.join("new/f.txt")).unwrap(),
+            "before after"
+        );
+    })
+    .await;
+    assert_eq!(
+        &object(&c, "new/f.txt").await.unwrap().0[..],
+        b"before after"
+    );
+    assert!(
+        keys(&c, "old/").await.is_empty(),
+        "nothing written back under the old name"
     );
 }

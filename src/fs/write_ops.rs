@@ -881,7 +881,23 @@ impl Fs {
             self.client.delete_object(&from_key, None).await?;
         }
         if let Some(local) = local {
-            let dirty = local.dirty.lock().await;
+            let mut dirty = local.dirty.lock().await;
+            // Saving it re-published it under the old name: that name is gone.
+            {
+                let mut map = self.local_map();
+                if map
+                    .get(from)
+                    .is_some_and(|l| Arc::ptr_eq(&l.dirty, &local.dirty))
+                {
+                    map.remove(from);
+                }
+            }
+            if size.is_some() {
+                // A copy may carry a new ETag (a multipart object's copy is
+                // a single part): later partial uploads read from it.
+                let copied = self.client.head_object(&to_key, None).await?;
+                dirty.rebase(copied.etag);
+            }
             if dirty.open_handles > 0 {
                 self.local_map().insert(
                     to.to_owned(),
@@ -964,6 +980,22 @@ impl Fs {
             self.client
                 .put_object(&to_prefix, Bytes::new(), &PutOptions::default())
                 .await?;
+        }
+        // Files still open inside move with the directory: later writes go
+        // to their new keys.
+        for (path, dirty_arc) in inside {
+            let new_path = format!("{to}{}", &path[from.len()..]);
+            let mut dirty = dirty_arc.lock().await;
+            dirty.key = self.key(&new_path);
+            if let Ok(copied) = self.client.head_object(&dirty.key, None).await {
+                dirty.rebase(copied.etag);
+            }
+            let mut map = self.local_map();
+            if let Some(local) = map.remove(&path) {
+                if dirty.open_handles > 0 && !dirty.unlinked {
+                    map.insert(new_path, local);
+                }
+            }
         }
         Ok(())
     }

@@ -283,6 +283,14 @@ impl DirtyFile {
         Ok(())
     }
 
+    /// The base object was copied to a new key (rename): its bytes are
+    /// the same, its ETag may not be.
+    pub fn rebase(&mut self, etag: String) {
+        if let Some(base) = &mut self.base {
+            base.etag = etag;
+        }
+    }
+
     /// Read `len` bytes at `offset` as the file is now.
     pub async fn read(&self, ctx: &WriteContext, offset: u64, len: u32) -> FsResult<Vec<u8>> {
         let end = (offset + len as u64).min(self.size);
