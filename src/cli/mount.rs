@@ -63,6 +63,16 @@ pub struct MountArgs {
     #[arg(long, help_heading = "Mount")]
     pub default_permissions: bool,
 
+    /// With allow_other, let every user open every file whatever its mode
+    /// (turns default_permissions off; only when asked for by name).
+    #[arg(
+        long,
+        requires = "allow_other",
+        conflicts_with = "default_permissions",
+        help_heading = "Mount"
+    )]
+    pub no_default_permissions: bool,
+
     /// Mount over a directory that is not empty.
     #[arg(long, help_heading = "Mount")]
     pub nonempty: bool,
@@ -321,7 +331,11 @@ fn serve(
     if args.read_only {
         options.push(MountOption::RO);
     }
-    if args.allow_other || args.default_permissions {
+    if args.no_default_permissions {
+        tracing::warn!(
+            "allow_other without default_permissions: file modes are not enforced for other users"
+        );
+    } else if args.allow_other || args.default_permissions {
         options.push(MountOption::DefaultPermissions);
     }
     let mut fuse_config = fuser::Config::default();
