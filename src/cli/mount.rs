@@ -319,6 +319,8 @@ fn serve(
     let fs = Arc::new(
         Fs::new(client, config).map_err(|e| anyhow!("cannot use the cache directory: {e}"))?,
     );
+    // What an earlier mount that died left: abort its uploads, report its data.
+    runtime.block_on(fs.recover());
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
 
     let mut options = vec![

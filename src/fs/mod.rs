@@ -29,6 +29,7 @@ use lru::LruCache;
 
 use crate::read::{ReadContext, ReadTuning, Reader};
 use crate::s3::S3Client;
+use crate::write::journal::{self, UploadJournal};
 use crate::write::{DirtyFile, PartLayout, StagingDir, WriteContext};
 use attr::AttrDefaults;
 pub use attr::{Attr, Kind};
@@ -123,10 +124,12 @@ impl Fs {
             None
         } else {
             let staging = StagingDir::open(&config.cache_dir)?;
+            let journal = UploadJournal::open(staging.path())?;
             Some(Arc::new(WriteContext::new(
                 client.clone(),
                 PartLayout::new(config.part_size),
                 staging,
+                journal,
                 config.write_buffer,
             )))
         };
@@ -266,7 +269,47 @@ impl Fs {
     /// in it (a failed upload's data stays, with its path logged).
     pub fn cleanup(&self) {
         if let Some(ctx) = &self.write_ctx {
+            let _ = std::fs::remove_file(ctx.staging.path().join(journal::JOURNAL_NAME));
             ctx.staging.remove_if_empty();
+        }
+    }
+
+    /// At mount: account for what earlier mounts that died left behind.
+    /// Their unfinished multipart uploads are aborted (they are in their
+    /// journals), and their staged data, which never reached the bucket, is
+    /// reported with its key and path and kept.
+    pub async fn recover(&self) {
+        let Some(ctx) = &self.write_ctx else { return };
+        for dir in ctx.staging.leftovers() {
+            for (key, upload) in journal::unfinished(&dir.join(journal::JOURNAL_NAME)) {
+                match self.client.abort_multipart_upload(&key, &upload).await {
+                    Ok(()) => tracing::warn!(
+                        "aborted an unfinished upload of {key} left by an earlier mount"
+                    ),
+                    Err(e) => {
+                        tracing::warn!("cannot abort an unfinished upload of {key} left by an earlier mount: {e}");
+                        continue;
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(dir.join(journal::JOURNAL_NAME));
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.filter_map(|e| e.ok()) {
+                let path = entry.path();
+                if path.extension().is_some_and(|x| x == "key") {
+                    continue;
+                }
+                let key = std::fs::read_to_string(crate::write::staging::key_sidecar(&path))
+                    .unwrap_or_default();
+                tracing::warn!(
+                    "data written to {key:?} by an earlier mount that ended abruptly never reached the bucket; it is kept in {} (copy it back into the mount to save it)",
+                    path.display()
+                );
+            }
+            // Empty of data: nothing to keep.
+            let _ = std::fs::remove_dir(&dir);
         }
     }
 }

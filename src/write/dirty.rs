@@ -29,6 +29,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use super::journal::UploadJournal;
 use super::layout::{PartLayout, MIN_PART};
 use super::ranges::RangeSet;
 use super::staging::{StagingDir, StagingFile};
@@ -48,6 +49,8 @@ pub struct WriteContext {
     /// Bytes of part data in memory for uploads, in KiB permits.
     budget: Arc<Semaphore>,
     budget_kib: u64,
+    /// Unfinished multipart uploads, for the cleanup after a crash.
+    pub journal: Arc<UploadJournal>,
 }
 
 impl WriteContext {
@@ -55,6 +58,7 @@ impl WriteContext {
         client: S3Client,
         layout: PartLayout,
         staging: StagingDir,
+        journal: UploadJournal,
         write_buffer: u64,
     ) -> Self {
         let kib = (write_buffer / 1024).clamp(layout.first_part() / 1024, u32::MAX as u64 / 2);
@@ -64,6 +68,38 @@ impl WriteContext {
             staging,
             budget: Arc::new(Semaphore::new(kib as usize)),
             budget_kib: kib,
+            journal: Arc::new(journal),
+        }
+    }
+
+    async fn start_upload(
+        &self,
+        key: &str,
+        options: &PutOptions,
+    ) -> Result<UploadId, crate::s3::S3Error> {
+        let id = self.client.create_multipart_upload(key, options).await?;
+        self.journal.started(key, &id);
+        Ok(id)
+    }
+
+    async fn finish_upload(
+        &self,
+        key: &str,
+        id: &UploadId,
+        parts: &[CompletedPart],
+    ) -> Result<PutObjectOutput, crate::s3::S3Error> {
+        let out = self
+            .client
+            .complete_multipart_upload(key, id, parts)
+            .await?;
+        self.journal.ended(id);
+        Ok(out)
+    }
+
+    async fn abort_upload(&self, key: &str, id: &UploadId) {
+        match self.client.abort_multipart_upload(key, id).await {
+            Ok(()) => self.journal.ended(id),
+            Err(e) => tracing::warn!("cannot abort an unfinished upload of {key}: {e}"),
         }
     }
 
@@ -131,7 +167,7 @@ impl DirtyFile {
         base: Option<BaseObject>,
         metadata: BTreeMap<String, String>,
     ) -> FsResult<Self> {
-        let staging = ctx.staging.create()?;
+        let staging = ctx.staging.create(&key)?;
         let size = base.as_ref().map_or(0, |b| b.size);
         let stream = base.is_none().then_some(Stream {
             upload_id: None,
@@ -173,10 +209,12 @@ impl DirtyFile {
             }
             if let Some(upload_id) = stream.upload_id {
                 let client = ctx.client.clone();
+                let journal = ctx.journal.clone();
                 let key = self.key.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = client.abort_multipart_upload(&key, &upload_id).await {
-                        tracing::warn!("cannot abort an abandoned upload of {key}: {e}");
+                    match client.abort_multipart_upload(&key, &upload_id).await {
+                        Ok(()) => journal.ended(&upload_id),
+                        Err(e) => tracing::warn!("cannot abort an abandoned upload of {key}: {e}"),
                     }
                 });
             }
@@ -231,11 +269,7 @@ impl DirtyFile {
                     user_metadata: self.metadata.clone(),
                     ..Default::default()
                 };
-                match ctx
-                    .client
-                    .create_multipart_upload(&self.key, &options)
-                    .await
-                {
+                match ctx.start_upload(&self.key, &options).await {
                     Ok(id) => stream.upload_id = Some(id),
                     Err(e) => {
                         // Not fatal: the flush will upload from staging.
@@ -376,13 +410,26 @@ impl DirtyFile {
     }
 
     async fn finish_stream(&mut self, ctx: &WriteContext) -> FsResult<PutObjectOutput> {
-        let Some(mut stream) = self.stream.take() else {
+        let Some(stream) = self.stream.take() else {
             return self.upload_staged(ctx).await;
         };
-        let upload_id = stream
-            .upload_id
-            .clone()
-            .ok_or_else(|| FsError::new(libc::EIO, "no upload"))?;
+        let Some(upload_id) = stream.upload_id.clone() else {
+            return self.upload_staged(ctx).await;
+        };
+        let result = self.complete_stream(ctx, stream, &upload_id).await;
+        if result.is_err() {
+            // Leave no unfinished upload behind; the data is still staged.
+            ctx.abort_upload(&self.key, &upload_id).await;
+        }
+        result
+    }
+
+    async fn complete_stream(
+        &self,
+        ctx: &WriteContext,
+        mut stream: Stream,
+        upload_id: &UploadId,
+    ) -> FsResult<PutObjectOutput> {
         let mut parts = Vec::new();
         for task in stream.tasks.drain(..) {
             let part = task
@@ -401,25 +448,12 @@ impl DirtyFile {
             let _permit = ctx.permit(body.len() as u64).await?;
             parts.push(
                 ctx.client
-                    .upload_part(&self.key, &upload_id, index as u32 + 1, body)
+                    .upload_part(&self.key, upload_id, index as u32 + 1, body)
                     .await?,
             );
             index += 1;
         }
-        let result = ctx
-            .client
-            .complete_multipart_upload(&self.key, &upload_id, &parts)
-            .await;
-        match result {
-            Ok(out) => Ok(out),
-            Err(e) => {
-                let _ = ctx
-                    .client
-                    .abort_multipart_upload(&self.key, &upload_id)
-                    .await;
-                Err(e.into())
-            }
-        }
+        Ok(ctx.finish_upload(&self.key, upload_id, &parts).await?)
     }
 
     async fn upload_staged(&self, ctx: &WriteContext) -> FsResult<PutObjectOutput> {
@@ -445,10 +479,7 @@ impl DirtyFile {
                     }
                 });
         }
-        let upload_id = ctx
-            .client
-            .create_multipart_upload(&self.key, &self.put_options())
-            .await?;
+        let upload_id = ctx.start_upload(&self.key, &self.put_options()).await?;
         let last = parts.len() - 1;
         let uploads = futures::stream::iter(parts.into_iter().enumerate())
             .map(|(index, range)| {
@@ -476,17 +507,13 @@ impl DirtyFile {
             .await;
         let completed = match uploads {
             Ok(parts) => ctx
-                .client
-                .complete_multipart_upload(&self.key, &upload_id, &parts)
+                .finish_upload(&self.key, &upload_id, &parts)
                 .await
                 .map_err(FsError::from),
             Err(e) => Err(e),
         };
         if completed.is_err() {
-            let _ = ctx
-                .client
-                .abort_multipart_upload(&self.key, &upload_id)
-                .await;
+            ctx.abort_upload(&self.key, &upload_id).await;
         }
         completed
     }

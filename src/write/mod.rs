@@ -3,6 +3,7 @@
 //! its streaming and staged uploads (`dirty`).
 
 pub mod dirty;
+pub mod journal;
 pub mod layout;
 pub mod ranges;
 pub mod staging;

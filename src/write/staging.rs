@@ -83,10 +83,40 @@ impl StagingDir {
         &self.path
     }
 
-    /// A new, empty staging file.
-    pub fn create(&self) -> Result<StagingFile, FsError> {
+    /// Staging directories of earlier mounts whose process is gone (it was
+    /// killed, or the machine stopped): what they left must be accounted for.
+    pub fn leftovers(&self) -> Vec<PathBuf> {
+        let Some(cache_dir) = self.path.parent() else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(cache_dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid: u32 = name.strip_prefix("staging-")?.parse().ok()?;
+                let alive =
+                    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+                (!alive).then(|| e.path())
+            })
+            .collect()
+    }
+
+    /// A new, empty staging file for `key` (recorded beside it, so that
+    /// data left by a crash can be reported with the key it belongs to).
+    pub fn create(&self, key: &str) -> Result<StagingFile, FsError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.path.join(format!("{n:08}"));
+        let mut sidecar = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(key_sidecar(&path))
+            .map_err(|e| io_error("cannot create a staging file", &path, e))?;
+        std::io::Write::write_all(&mut sidecar, key.as_bytes())
+            .map_err(|e| io_error("cannot create a staging file", &path, e))?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -104,6 +134,11 @@ impl StagingDir {
     pub fn remove_if_empty(&self) {
         let _ = std::fs::remove_dir(&self.path);
     }
+}
+
+/// Where the key of a staging file is written.
+pub fn key_sidecar(data: &Path) -> PathBuf {
+    data.with_extension("key")
 }
 
 /// Map an I/O error to an errno, keeping ENOSPC and EDQUOT as they are.
@@ -156,6 +191,7 @@ impl StagingFile {
 
     pub fn remove(&self) {
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(key_sidecar(&self.path));
     }
 }
 
@@ -172,7 +208,11 @@ mod tests {
             std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
             0o700
         );
-        let f = staging.create().unwrap();
+        let f = staging.create("some/key").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(key_sidecar(&f.path)).unwrap(),
+            "some/key"
+        );
         assert_eq!(
             std::fs::metadata(&f.path).unwrap().permissions().mode() & 0o777,
             0o600
@@ -180,6 +220,7 @@ mod tests {
         f.write_at(10, b"abc").unwrap();
         assert_eq!(f.read_at(8, 7).unwrap(), b"\0\0abc\0\0");
         f.remove();
+        assert!(!key_sidecar(&f.path).exists());
         staging.remove_if_empty();
         assert!(!staging.path().exists());
 
