@@ -1,6 +1,10 @@
 //! A daemon killed in the middle of a write (kill -9): the next mount
 //! aborts the multipart upload it left and reports, with its key and path,
 //! the staged data that never reached the bucket.
+//!
+//! This file holds one test on purpose: a test that spawns a process while
+//! this one holds a file open would have the child inherit the descriptor,
+//! and its close-on-exec is a close, which flushes (uploads) the file.
 
 mod support;
 

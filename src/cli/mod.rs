@@ -1,6 +1,7 @@
 //! The command line: argument parsing (clap, plus `-o` mount options) and
 //! dispatch to the mount or a subcommand.
 
+mod cleanup;
 mod daemon;
 mod logging;
 mod ls;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Restore a file or a subtree to a version or an instant, with
     /// server-side copies (deleted files too).
     Restore(restore::RestoreArgs),
+    /// Abort unfinished multipart uploads older than a bound (a mount
+    /// aborts its own crashed ones by itself).
+    Cleanup(cleanup::CleanupArgs),
 }
 
 /// Run a one-shot subcommand (not the mount): warnings to stderr, a
@@ -89,6 +93,7 @@ pub fn main() -> i32 {
     match cli.command {
         Some(Command::Ls(args)) => ls::main(args, cli.debug),
         Some(Command::Restore(args)) => restore::main(args, cli.debug),
+        Some(Command::Cleanup(args)) => cleanup::main(args, cli.debug),
         None => mount::run(cli.mount, cli.debug),
     }
 }
