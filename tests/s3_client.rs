@@ -326,6 +326,11 @@ async fn multipart_upload_of_three_parts_with_a_copied_part() {
         .await
         .unwrap();
     assert!(done.etag.ends_with("-3"), "multipart ETag {}", done.etag);
+    assert_eq!(
+        multipart_etag(&parts).as_deref(),
+        Some(done.etag.as_str()),
+        "computed as the server does"
+    );
 
     let mut whole = Vec::new();
     whole.extend_from_slice(&p1);

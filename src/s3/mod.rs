@@ -26,7 +26,7 @@ pub use client::{ClientBuildError, S3Client, S3Config};
 pub use credentials::{CredentialSources, Credentials, CredentialsError};
 pub use endpoint::{Addressing, Endpoint, EndpointError};
 pub use error::{ErrorKind, S3Error};
-pub use multipart::{MAX_PARTS, MAX_SINGLE_COPY};
+pub use multipart::{multipart_etag, MAX_PARTS, MAX_SINGLE_COPY};
 pub use objects::DELETE_BATCH;
 pub use retry::RetryPolicy;
 pub use sse::{ServerSideEncryption, SseCustomerKey};

@@ -39,6 +39,28 @@ fn check_part_number(op: &'static str, key: &str, n: u32) -> Result<(), S3Error>
     }
 }
 
+/// The ETag S3 gives an object made of these parts: the MD5 of their
+/// concatenated binary MD5s, then `-` and the number of parts. `None` when a
+/// part's ETag is not an MD5 (SSE-C, some servers).
+pub fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
+    let mut all = Vec::with_capacity(parts.len() * 16);
+    for part in parts {
+        let hex = part.etag.as_bytes();
+        if hex.len() != 32 {
+            return None;
+        }
+        for pair in hex.chunks(2) {
+            let text = std::str::from_utf8(pair).ok()?;
+            all.push(u8::from_str_radix(text, 16).ok()?);
+        }
+    }
+    let digest: String = Md5::digest(&all)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(format!("{digest}-{}", parts.len()))
+}
+
 impl S3Client {
     /// Copy `source` to `dest` server-side whatever its size: CopyObject
     /// up to 5 GiB, else a multipart upload of UploadPartCopy parts (aborted
@@ -193,7 +215,29 @@ impl S3Client {
         let req = Request::new("CompleteMultipartUpload", Method::POST, Some(key))
             .query("uploadId", upload_id.0.clone())
             .body_with_md5(Bytes::from(xml::complete_multipart_body(parts)));
-        let (_, headers, body) = self.send(&req).await?;
+        let (_, headers, body) = match self.send(&req).await {
+            Ok(answer) => answer,
+            // A retry after a first attempt that completed but whose answer
+            // was lost finds the upload gone. If the object now is exactly
+            // what these parts make, the upload did complete.
+            Err(e) if e.code() == Some("NoSuchUpload") && e.attempts > 1 => {
+                let expected = multipart_etag(parts);
+                return match self.head_object(key, None).await {
+                    Ok(meta) if expected.as_deref() == Some(meta.etag.as_str()) => {
+                        tracing::info!(
+                            key,
+                            "upload completed on an earlier attempt whose answer was lost"
+                        );
+                        Ok(PutObjectOutput {
+                            etag: meta.etag,
+                            version_id: meta.version_id,
+                        })
+                    }
+                    _ => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let (etag, _) = req.parse(&body, |t| {
             xml::parse_etag_result(t, "CompleteMultipartUploadResult")
         })?;
@@ -252,5 +296,32 @@ impl S3Client {
                 None => return Ok(all),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_etags_are_computed_as_s3_does() {
+        // Two parts whose MD5s are those of "a" and "b".
+        let parts = [
+            CompletedPart {
+                part_number: 1,
+                etag: "0cc175b9c0f1b6a831c399e269772661".into(),
+            },
+            CompletedPart {
+                part_number: 2,
+                etag: "92eb5ffee6ae2fec3ad71c777531578f".into(),
+            },
+        ];
+        let etag = multipart_etag(&parts).unwrap();
+        assert!(etag.ends_with("-2") && etag.len() == 34, "{etag}");
+        let odd = [CompletedPart {
+            part_number: 1,
+            etag: "not-an-md5".into(),
+        }];
+        assert_eq!(multipart_etag(&odd), None);
     }
 }

@@ -75,6 +75,9 @@ pub struct Seen {
 struct State {
     plan: VecDeque<Planned>,
     seen: Vec<Seen>,
+    /// Every n-th request gets the next of these faults, in turn.
+    every: Option<(usize, Vec<Fault>)>,
+    counter: usize,
 }
 
 pub struct FaultProxy {
@@ -203,9 +206,19 @@ impl FaultProxy {
         });
     }
 
+    /// From now on, every `n`-th request gets a fault, taking `faults` in
+    /// turn: a steady, reproducible rate of failures.
+    pub fn inject_every(&self, n: usize, faults: Vec<Fault>) {
+        let mut state = self.state.lock().unwrap();
+        state.every = Some((n.max(1), faults));
+        state.counter = 0;
+    }
+
     /// Drop every queued fault: the "server" recovers.
     pub fn clear_faults(&self) {
-        self.state.lock().unwrap().plan.clear();
+        let mut state = self.state.lock().unwrap();
+        state.plan.clear();
+        state.every = None;
     }
 
     /// Faults still queued and not yet used.
@@ -249,7 +262,7 @@ fn take_fault(
         .plan
         .iter()
         .position(|p| p.remaining > 0 && p.method.as_deref().is_none_or(|m| m == method));
-    let fault = index.map(|i| {
+    let mut fault = index.map(|i| {
         let planned = &mut state.plan[i];
         planned.remaining -= 1;
         let fault = planned.fault.clone();
@@ -258,6 +271,15 @@ fn take_fault(
         }
         fault
     });
+    if fault.is_none() {
+        state.counter += 1;
+        let counter = state.counter;
+        if let Some((n, faults)) = &state.every {
+            if counter % n == 0 && !faults.is_empty() {
+                fault = Some(faults[(counter / n) % faults.len()].clone());
+            }
+        }
+    }
     state.seen.push(Seen {
         method: method.to_owned(),
         path_and_query: path_and_query.to_owned(),

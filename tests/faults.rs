@@ -1,0 +1,60 @@
+//! Reads and writes through a mount while the server fails one request in
+//! twenty (throttling, server errors, dropped connections, bodies cut
+//! short): every byte arrives exactly.
+
+mod support;
+
+use support::mount::Mount;
+use support::proxy::{Fault, FaultProxy};
+use support::{blocking, new_bucket, server, sha256, test_data};
+
+const MIB: usize = 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_mebibytes_each_way_through_one_fault_in_twenty() {
+    let c = new_bucket("faults").await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    // Small parts and prefetch GETs, so the 100 MiB take many requests.
+    let mount = Mount::start(
+        c.bucket(),
+        &proxy.url,
+        &[
+            "-o",
+            "part_size=5MiB,read_ahead_max=8MiB,max_attempts=10,cache_size=16MiB",
+        ],
+    );
+    proxy.inject_every(
+        20,
+        vec![
+            Fault::slow_down(),
+            Fault::internal_error(),
+            Fault::DropConnection,
+            Fault::CutBodyAfter(64 * 1024),
+            Fault::Status {
+                status: 503,
+                code: "SlowDown",
+                retry_after: Some(0),
+            },
+        ],
+    );
+    let data = test_data(100 * MIB, 42);
+    let expected = sha256(&data);
+    let root = mount.path.clone();
+    let read_back = blocking(move || {
+        std::fs::write(root.join("big.bin"), &data).unwrap();
+        drop(data);
+        // Drop the kernel's copy so the read goes to the server.
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+        std::fs::read(root.join("big.bin")).unwrap()
+    })
+    .await;
+    let faults = proxy.seen().iter().filter(|s| s.fault.is_some()).count();
+    proxy.clear_faults();
+    assert_eq!(sha256(&read_back), expected, "read back exactly");
+    let (_, stored) = c
+        .get_object_bytes("big.bin", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(sha256(&stored), expected, "stored exactly");
+    assert!(faults >= 5, "the server failed {faults} requests");
+}
