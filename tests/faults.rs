@@ -58,3 +58,37 @@ async fn a_hundred_mebibytes_each_way_through_one_fault_in_twenty() {
     assert_eq!(sha256(&stored), expected, "stored exactly");
     assert!(faults >= 5, "the server failed {faults} requests");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_blocks_then_completes_and_loses_nothing() {
+    let c = new_bucket("outage").await;
+    let data = test_data(12 * MIB, 7);
+    support::upload(&c, "before.bin", data.clone()).await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    let mount = Mount::start(c.bucket(), &proxy.url, &["-o", "max_attempts=10"]);
+    // Ten seconds without a server; the default retry schedule (doubling
+    // from 100 ms, ten attempts) waits that out.
+    proxy.down_for(std::time::Duration::from_secs(10));
+    let root = mount.path.clone();
+    let expected = sha256(&data);
+    let (read, started) = blocking(move || {
+        let started = std::time::Instant::now();
+        std::fs::write(root.join("during.bin"), &data).unwrap();
+        (std::fs::read(root.join("before.bin")).unwrap(), started)
+    })
+    .await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(9),
+        "the calls waited for the server"
+    );
+    assert_eq!(sha256(&read), expected);
+    let (_, stored) = c
+        .get_object_bytes("during.bin", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        sha256(&stored),
+        expected,
+        "the write made during the outage is in the bucket"
+    );
+}

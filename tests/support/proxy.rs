@@ -34,6 +34,8 @@ pub enum Fault {
     },
     /// Forward, then close the connection without sending the response.
     DropConnection,
+    /// Close the connection without forwarding: the server is down.
+    Unreachable,
     /// Forward, send the headers and the first `n` body bytes, then reset.
     CutBodyAfter(usize),
 }
@@ -78,6 +80,8 @@ struct State {
     /// Every n-th request gets the next of these faults, in turn.
     every: Option<(usize, Vec<Fault>)>,
     counter: usize,
+    /// Until then, every connection is dropped: the server is down.
+    down_until: Option<std::time::Instant>,
 }
 
 pub struct FaultProxy {
@@ -214,6 +218,12 @@ impl FaultProxy {
         state.counter = 0;
     }
 
+    /// The server is unreachable for `duration` from now: every request
+    /// has its connection dropped.
+    pub fn down_for(&self, duration: std::time::Duration) {
+        self.state.lock().unwrap().down_until = Some(std::time::Instant::now() + duration);
+    }
+
     /// Drop every queued fault: the "server" recovers.
     pub fn clear_faults(&self) {
         let mut state = self.state.lock().unwrap();
@@ -271,6 +281,13 @@ fn take_fault(
         }
         fault
     });
+    if fault.is_none()
+        && state
+            .down_until
+            .is_some_and(|t| std::time::Instant::now() < t)
+    {
+        fault = Some(Fault::Unreachable);
+    }
     if fault.is_none() {
         state.counter += 1;
         let counter = state.counter;
@@ -329,6 +346,9 @@ async fn handle(
         return Ok(resp.body(full(body)).expect("response"));
     }
 
+    if matches!(fault, Some(Fault::Unreachable)) {
+        return Err(std::io::Error::other("injected: server unreachable"));
+    }
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
