@@ -1,7 +1,9 @@
 //! bucketfs: a FUSE filesystem over an S3-compatible bucket.
 //!
-//! Layers, top to bottom (nothing calls up): `cli` (arguments, logging,
-//! subcommands) and `s3` (the object-store client). See ARCHITECTURE.md.
+//! Layers, top to bottom (nothing calls up): `cli` (arguments, daemon,
+//! subcommands), `fuse` (the kernel adapter), `fs` (POSIX semantics over
+//! objects), `read` and `write` (data paths), and `s3` (the object-store
+//! client). See ARCHITECTURE.md.
 
 pub mod cli;
 pub mod fs;

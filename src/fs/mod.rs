@@ -5,9 +5,10 @@
 //! calls one of them per request, from a task, and turns the result into a
 //! reply. Submodules: `lookup` (names to inodes, attributes, the listing and
 //! negative caches), `dir` (directory handles and their entries), `file`
-//! (open files and reads), `inode` (the inode table), `attr` (attributes
-//! from metadata), `names` (which keys can be files), `error` (the errno
-//! table).
+//! (open files and reads), `write_ops` (everything that changes the
+//! bucket), `versions` (the read-only `.versions` view), `inode` (the inode
+//! table), `attr` (attributes from metadata), `names` (which keys can be
+//! files), `error` (the errno table).
 
 pub mod attr;
 mod dir;
