@@ -785,3 +785,91 @@ async fn sse_c_headers_are_sent_and_objects_round_trip() {
         "x-amz-copy-source-server-side-encryption-customer-key"
     ));
 }
+
+#[tokio::test]
+async fn odd_server_answers_are_clear_errors() {
+    let s = server();
+    let direct = new_bucket("oddanswers").await;
+    let proxy = FaultProxy::start(&s.endpoint).await;
+    let mut config = s.config_via(&proxy.url, direct.bucket());
+    config.retry.max_attempts = 2;
+    let c = S3Client::new(config).unwrap();
+
+    // An empty 200 where a listing should be.
+    proxy.inject(
+        None,
+        Fault::Raw {
+            status: 200,
+            headers: vec![],
+            body: vec![],
+        },
+        1,
+    );
+    let err = c.list_objects(&ListRequest::default()).await.unwrap_err();
+    assert!(
+        matches!(*err.kind, ErrorKind::InvalidResponse { .. }),
+        "{err}"
+    );
+
+    // Malformed XML.
+    proxy.inject(
+        None,
+        Fault::Raw {
+            status: 200,
+            headers: vec![],
+            body: b"<ListBucketResult><Contents><Key>x".to_vec(),
+        },
+        1,
+    );
+    let err = c.list_objects(&ListRequest::default()).await.unwrap_err();
+    assert!(
+        matches!(*err.kind, ErrorKind::InvalidResponse { .. }),
+        "{err}"
+    );
+
+    // A huge error body: read only as far as needed, then retried.
+    let mut huge = b"<?xml version=\"1.0\"?><Error><Code>InternalError</Code><Message>".to_vec();
+    huge.resize(8 * 1024 * 1024, b'x');
+    proxy.inject(
+        None,
+        Fault::Raw {
+            status: 500,
+            headers: vec![],
+            body: huge,
+        },
+        1,
+    );
+    c.list_objects(&ListRequest::default())
+        .await
+        .expect("retried after the huge error");
+
+    // A redirect is reported, not followed.
+    let location = ("location", "http://127.0.0.1:9/elsewhere".to_owned());
+    proxy.inject(
+        None,
+        Fault::Raw {
+            status: 301,
+            headers: vec![location],
+            body: b"<Error><Code>PermanentRedirect</Code><Message>use another endpoint</Message></Error>".to_vec(),
+        },
+        1,
+    );
+    let err = c.list_objects(&ListRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Some("PermanentRedirect"), "{err}");
+    assert_eq!(err.attempts, 1);
+
+    // A body shorter than its Content-Length is a broken transfer: retried.
+    c.put_object(
+        "k",
+        Bytes::from_static(b"0123456789"),
+        &PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    proxy.inject(Some("GET"), Fault::CutBodyAfter(4), 1);
+    let (_, body) = c
+        .get_object_bytes("k", GetRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"0123456789");
+}

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use bucketfs::s3::GetRequest;
 use support::mount::{bucketfs_bin, is_mounted, Mount};
-use support::{blocking, new_bucket, put, server};
+use support::{blocking, names, new_bucket, put, server};
 
 /// A small tmpfs of our own, unmounted when dropped.
 struct Tmpfs {
@@ -238,6 +238,37 @@ async fn allow_other_keeps_other_users_out_of_private_files() {
         let allowed = as_nobody("public.txt");
         assert!(allowed.status.success(), "{allowed:?}");
         assert_eq!(allowed.stdout, b"anyone");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_cannot_be_keys_are_refused_clearly() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let c = new_bucket("names").await;
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    blocking(move || {
+        // Not UTF-8: S3 keys are, and the name is never mangled into another.
+        let latin1 = root.join(OsStr::from_bytes(b"caf\xe9.txt"));
+        let err = std::fs::write(&latin1, b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EILSEQ), "{err}");
+        // A segment over 255 bytes.
+        let err = std::fs::write(root.join("n".repeat(256)), b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENAMETOOLONG), "{err}");
+        // A path whose key would pass S3's 1,024 bytes.
+        let mut deep = root.clone();
+        for i in 0..5 {
+            deep.push(format!("{i}{}", "d".repeat(200)));
+            std::fs::create_dir(&deep).unwrap();
+        }
+        let err = std::fs::write(deep.join("f".repeat(100)), b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENAMETOOLONG), "{err}");
+        assert!(
+            names(&root).iter().all(|n| n.starts_with('0')),
+            "nothing else was created"
+        );
     })
     .await;
 }

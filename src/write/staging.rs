@@ -232,3 +232,25 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod ownership_tests {
+    use super::*;
+    use std::os::unix::fs::chown;
+
+    #[test]
+    fn a_cache_directory_owned_by_someone_else_is_refused() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: needs root to give a directory away");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+        chown(&cache, Some(65534), Some(65534)).unwrap();
+        let err = StagingDir::open(&cache).unwrap_err();
+        assert!(err.to_string().contains("belongs to uid 65534"), "{err}");
+    }
+}

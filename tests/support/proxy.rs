@@ -36,6 +36,12 @@ pub enum Fault {
     DropConnection,
     /// Close the connection without forwarding: the server is down.
     Unreachable,
+    /// Answer with this status, headers and body, without forwarding.
+    Raw {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    },
     /// Forward, send the headers and the first `n` body bytes, then reset.
     CutBodyAfter(usize),
 }
@@ -346,6 +352,18 @@ async fn handle(
         return Ok(resp.body(full(body)).expect("response"));
     }
 
+    if let Some(Fault::Raw {
+        status,
+        headers,
+        body,
+    }) = &fault
+    {
+        let mut resp = Response::builder().status(*status);
+        for (name, value) in headers {
+            resp = resp.header(*name, value);
+        }
+        return Ok(resp.body(full(body.clone())).expect("response"));
+    }
     if matches!(fault, Some(Fault::Unreachable)) {
         return Err(std::io::Error::other("injected: server unreachable"));
     }
