@@ -125,7 +125,8 @@ impl Fs {
             None
         } else {
             let staging = StagingDir::open(&config.cache_dir)?;
-            let journal = UploadJournal::open(staging.path())?;
+            let owner = format!("{}/{}", client.endpoint().display_url(), client.bucket());
+            let journal = UploadJournal::open(staging.path(), &owner)?;
             Some(Arc::new(WriteContext::new(
                 client.clone(),
                 PartLayout::new(config.part_size),
@@ -281,7 +282,16 @@ impl Fs {
     /// reported with its key and path and kept.
     pub async fn recover(&self) {
         let Some(ctx) = &self.write_ctx else { return };
+        let me = format!(
+            "{}/{}",
+            self.client.endpoint().display_url(),
+            self.client.bucket()
+        );
         for dir in ctx.staging.leftovers() {
+            // Another bucket's leftovers are for a mount of that bucket.
+            if journal::owner(&dir.join(journal::JOURNAL_NAME)).as_deref() != Some(me.as_str()) {
+                continue;
+            }
             for (key, upload) in journal::unfinished(&dir.join(journal::JOURNAL_NAME)) {
                 match self.client.abort_multipart_upload(&key, &upload).await {
                     Ok(()) => tracing::warn!(
@@ -291,6 +301,19 @@ impl Fs {
                         tracing::warn!("cannot abort an unfinished upload of {key} left by an earlier mount: {e}");
                         continue;
                     }
+                }
+            }
+            for (from, to) in journal::unfinished_renames(&dir.join(journal::JOURNAL_NAME)) {
+                // Copies come before deletes, so the source is whole: moving
+                // it again finishes the interrupted rename.
+                tracing::warn!(
+                    "finishing the rename of {from} to {to} that an earlier mount left half done"
+                );
+                match self.move_prefix(&from, &to).await {
+                    Ok(()) => tracing::warn!("finished the rename of {from} to {to}"),
+                    Err(e) => tracing::error!(
+                        "could not finish the rename of {from} to {to} ({e}); {from} is whole: remove {to} to roll back, or move it again"
+                    ),
                 }
             }
             let _ = std::fs::remove_file(dir.join(journal::JOURNAL_NAME));

@@ -911,26 +911,13 @@ impl Fs {
         Ok(())
     }
 
-    async fn rename_dir(&self, from: &str, to: &str) -> FsResult<()> {
-        // Unsaved files inside are saved first, so the copy carries them.
-        let inside: Vec<(String, SharedDirty)> = self
-            .local_map()
-            .iter()
-            .filter(|(p, _)| p.starts_with(&format!("{from}/")))
-            .map(|(p, l)| (p.clone(), l.dirty.clone()))
-            .collect();
-        for (path, dirty_arc) in &inside {
-            let mut dirty = dirty_arc.lock().await;
-            self.save(self.inodes.find(path), dirty_arc, &mut dirty)
-                .await?;
-        }
-        let from_prefix = format!("{}/", self.key(from));
-        let to_prefix = format!("{}/", self.key(to));
-        let listing = self.client.list_all(&from_prefix, None).await?;
-        tracing::info!(
-            "renaming directory {from} to {to}: {} objects",
-            listing.objects.len()
-        );
+    /// Move every key below `from_prefix` to below `to_prefix`: all copies
+    /// first (so a failure leaves the old tree whole), then the deletes.
+    /// Running it again after an interruption finishes the move.
+    pub(crate) async fn move_prefix(&self, from_prefix: &str, to_prefix: &str) -> FsResult<()> {
+        let (from, to) = (from_prefix, to_prefix);
+        let listing = self.client.list_all(from_prefix, None).await?;
+        tracing::info!("moving {from} to {to}: {} objects", listing.objects.len());
         let jobs: Vec<(String, String, u64)> = listing
             .objects
             .iter()
@@ -950,7 +937,7 @@ impl Fs {
             .try_collect::<Vec<_>>()
             .await
             .inspect_err(|e| {
-                tracing::error!("renaming {from} to {to} stopped while copying ({e}): the old directory is complete; remove the partial copy at {to} or retry")
+                tracing::error!("moving {from} to {to} stopped while copying ({e}): {from} is complete; remove the partial copy at {to}, or retry")
             })?;
         let old: Vec<ObjectIdentifier> = listing
             .objects
@@ -961,13 +948,13 @@ impl Fs {
             })
             .collect();
         let failures = self.client.delete_objects(&old).await.inspect_err(|e| {
-            tracing::error!("renaming {from} to {to}: copied, but deleting the old keys failed ({e}); both copies exist")
+            tracing::error!("moving {from} to {to}: copied, but deleting the old keys failed ({e}); both copies exist")
         })?;
         if let Some(first) = failures.first() {
             return Err(FsError::new(
                 libc::EIO,
                 format!(
-                    "renaming {from} to {to}: {} old keys could not be deleted (first: {} {})",
+                    "moving {from} to {to}: {} old keys could not be deleted (first: {} {})",
                     failures.len(),
                     first.key,
                     first.code
@@ -978,9 +965,32 @@ impl Fs {
         // at the new name.
         if listing.objects.is_empty() {
             self.client
-                .put_object(&to_prefix, Bytes::new(), &PutOptions::default())
+                .put_object(to_prefix, Bytes::new(), &PutOptions::default())
                 .await?;
         }
+        Ok(())
+    }
+
+    async fn rename_dir(&self, from: &str, to: &str) -> FsResult<()> {
+        // Unsaved files inside are saved first, so the copy carries them.
+        let inside: Vec<(String, SharedDirty)> = self
+            .local_map()
+            .iter()
+            .filter(|(p, _)| p.starts_with(&format!("{from}/")))
+            .map(|(p, l)| (p.clone(), l.dirty.clone()))
+            .collect();
+        for (path, dirty_arc) in &inside {
+            let mut dirty = dirty_arc.lock().await;
+            self.save(self.inodes.find(path), dirty_arc, &mut dirty)
+                .await?;
+        }
+        let from_prefix = format!("{}/", self.key(from));
+        let to_prefix = format!("{}/", self.key(to));
+        // Journaled: if this mount dies halfway, the next one finishes it.
+        let journal = self.writer()?.journal.clone();
+        journal.rename_started(&from_prefix, &to_prefix);
+        self.move_prefix(&from_prefix, &to_prefix).await?;
+        journal.rename_ended(&from_prefix, &to_prefix);
         // Files still open inside move with the directory: later writes go
         // to their new keys.
         for (path, dirty_arc) in inside {
