@@ -121,6 +121,39 @@ macro_rules! unsupported {
     }};
 }
 
+impl FuseAdapter {
+    /// Do `work` on the runtime and answer with the inode it yields.
+    fn reply_entry(
+        &self,
+        op: &'static str,
+        reply: ReplyEntry,
+        work: impl std::future::Future<Output = crate::fs::FsResult<Inode>> + Send + 'static,
+    ) {
+        let ttl = self.fs.ttl();
+        self.rt.spawn(async move {
+            match work.await {
+                Ok(inode) => reply.entry(&ttl, &inode_attr(&inode), Generation(0)),
+                Err(e) => reply.error(failed(op, &e)),
+            }
+        });
+    }
+
+    /// Do `work` on the runtime and answer ok or its error.
+    fn reply_empty(
+        &self,
+        op: &'static str,
+        reply: ReplyEmpty,
+        work: impl std::future::Future<Output = crate::fs::FsResult<()>> + Send + 'static,
+    ) {
+        self.rt.spawn(async move {
+            match work.await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed(op, &e)),
+            }
+        });
+    }
+}
+
 impl fuser::Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
@@ -148,12 +181,11 @@ impl fuser::Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.lookup(parent.0, &name).await {
-                Ok(inode) => reply.entry(&fs.ttl(), &inode_attr(&inode), Generation(0)),
-                Err(e) => reply.error(failed("lookup", &e)),
-            }
-        });
+        self.reply_entry(
+            "lookup",
+            reply,
+            async move { fs.lookup(parent.0, &name).await },
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -228,12 +260,7 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(failed("flush", &e)),
-            }
-        });
+        self.reply_empty("flush", reply, async move { fs.flush(fh.0).await });
     }
 
     fn fsync(
@@ -245,12 +272,7 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(failed("fsync", &e)),
-            }
-        });
+        self.reply_empty("fsync", reply, async move { fs.flush(fh.0).await });
     }
 
     fn write(
@@ -330,11 +352,8 @@ impl fuser::Filesystem for FuseAdapter {
         };
         let caller = caller(req);
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.mknod(parent.0, &name, mode & !umask, rdev, caller).await {
-                Ok(inode) => reply.entry(&fs.ttl(), &inode_attr(&inode), Generation(0)),
-                Err(e) => reply.error(failed("mknod", &e)),
-            }
+        self.reply_entry("mknod", reply, async move {
+            fs.mknod(parent.0, &name, mode & !umask, rdev, caller).await
         });
     }
 
@@ -353,11 +372,8 @@ impl fuser::Filesystem for FuseAdapter {
         };
         let caller = caller(req);
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.mkdir(parent.0, &name, mode & !umask, caller).await {
-                Ok(inode) => reply.entry(&fs.ttl(), &inode_attr(&inode), Generation(0)),
-                Err(e) => reply.error(failed("mkdir", &e)),
-            }
+        self.reply_entry("mkdir", reply, async move {
+            fs.mkdir(parent.0, &name, mode & !umask, caller).await
         });
     }
 
@@ -376,11 +392,8 @@ impl fuser::Filesystem for FuseAdapter {
         let target = target.as_os_str().as_bytes().to_vec();
         let caller = caller(req);
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.symlink(parent.0, &name, &target, caller).await {
-                Ok(inode) => reply.entry(&fs.ttl(), &inode_attr(&inode), Generation(0)),
-                Err(e) => reply.error(failed("symlink", &e)),
-            }
+        self.reply_entry("symlink", reply, async move {
+            fs.symlink(parent.0, &name, &target, caller).await
         });
     }
 
@@ -390,12 +403,11 @@ impl fuser::Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.unlink(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(failed("unlink", &e)),
-            }
-        });
+        self.reply_empty(
+            "unlink",
+            reply,
+            async move { fs.unlink(parent.0, &name).await },
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -404,12 +416,11 @@ impl fuser::Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.rmdir(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(failed("rmdir", &e)),
-            }
-        });
+        self.reply_empty(
+            "rmdir",
+            reply,
+            async move { fs.rmdir(parent.0, &name).await },
+        );
     }
 
     fn rename(
