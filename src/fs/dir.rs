@@ -73,28 +73,20 @@ impl Fs {
             .collect();
         // Files created or changed here and not saved yet are shown as
         // they are locally.
-        for (name, attr) in self.local_children(&inode.path) {
-            entries.insert(
-                name.clone(),
-                DirEntry {
-                    name,
-                    attr,
-                    etag: None,
-                },
-            );
-        }
+        let mut extra = self.local_children(&inode.path);
         if inode.path.is_empty() && self.config.versions == super::VersionsMode::Visible {
-            let name = super::versions::VERSIONS_DIR.to_owned();
-            let mut attr = self.config.attrs.dir(None);
-            attr.perm = 0o555;
-            entries.insert(
-                name.clone(),
-                DirEntry {
-                    name,
-                    attr,
-                    etag: None,
-                },
-            );
+            extra.push((
+                super::versions::VERSIONS_DIR.to_owned(),
+                self.versions_root_attr(),
+            ));
+        }
+        for (name, attr) in extra {
+            let entry = DirEntry {
+                name: name.clone(),
+                attr,
+                etag: None,
+            };
+            entries.insert(name, entry);
         }
         let entries = entries.into_values().collect();
         let snapshot = DirSnapshot {

@@ -264,6 +264,11 @@ impl Fs {
         attr
     }
 
+    /// Attributes of `.versions` itself.
+    pub(crate) fn versions_root_attr(&self) -> Attr {
+        self.dir_attr(None)
+    }
+
     pub(crate) fn vnode_attr(&self, node: &VNode) -> Attr {
         match node {
             VNode::History { .. } | VNode::AtDir { .. } => self.dir_attr(None),
