@@ -86,6 +86,44 @@ async fn daemon_returns_once_mounted_and_exits_on_unmount() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_logging_to_syslog_lets_go_of_the_terminal() {
+    // Without --log-file the daemon logs to syslog; it must still close the
+    // stdout and stderr it inherited, or `bucketfs ... | cat` never ends.
+    let c = new_bucket("daemonsyslog").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let pid_file = dir.path().join("pid");
+    let args = [
+        c.bucket().to_owned(),
+        mnt.to_str().unwrap().to_owned(),
+        "--endpoint".to_owned(),
+        server().endpoint.clone(),
+        "--pid-file".to_owned(),
+        pid_file.to_str().unwrap().to_owned(),
+    ];
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let _ = tx.send(run(&args, &credential_env()));
+    });
+    let out = rx.recv_timeout(Duration::from_secs(30));
+    let mounted = is_mounted(&mnt);
+    if mounted {
+        let _ = Command::new("fusermount3").arg("-u").arg(&mnt).status();
+    }
+    let out = out.expect("the command's output ended once the mount was live");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(mounted);
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || process_gone(pid)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_and_sigint_unmount_cleanly() {
     let c = new_bucket("signals").await;
     for signal in [libc::SIGTERM, libc::SIGINT] {

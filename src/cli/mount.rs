@@ -386,8 +386,10 @@ fn serve(
     });
 
     raise_readahead(mountpoint, args.read_ahead_max);
+    // Asked before `ok`, which hands the pipe over and ends the reporter.
+    let daemon = reporter.is_daemon();
     reporter.ok();
-    if reporter.is_daemon() || args.log_file.is_some() && !args.foreground {
+    if daemon {
         daemon::detach_stdio();
     }
     let result = session.run();
