@@ -444,8 +444,10 @@ impl DirtyFile {
         while ctx.layout.part(index).start < self.size || parts.is_empty() {
             let full = ctx.layout.part(index);
             let range = full.start..full.end.min(self.size);
+            // The permit comes first: it is what bounds the memory the
+            // body takes.
+            let _permit = ctx.permit(range.end - range.start).await?;
             let body = read_staged(&self.staging, range).await?;
-            let _permit = ctx.permit(body.len() as u64).await?;
             parts.push(
                 ctx.client
                     .upload_part(&self.key, upload_id, index as u32 + 1, body)
@@ -462,8 +464,8 @@ impl DirtyFile {
             .parts(self.size)
             .ok_or_else(|| FsError::new(libc::EFBIG, "file too large for 10,000 parts"))?;
         if parts.len() == 1 {
+            let _permit = ctx.permit(self.size).await?;
             let body = self.assemble(ctx, 0..self.size).await?;
-            let _permit = ctx.permit(body.len() as u64).await?;
             return ctx
                 .client
                 .put_object(&self.key, body, &self.put_options())
