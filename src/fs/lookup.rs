@@ -179,7 +179,7 @@ impl Fs {
         }
     }
 
-    fn remember_missing(&self, path: &str) {
+    pub(crate) fn remember_missing(&self, path: &str) {
         if self.config.negative_ttl.is_zero() {
             return;
         }

@@ -169,6 +169,13 @@ impl Fs {
         format!("{}{}", self.config.prefix, path)
     }
 
+    /// The file path of an S3 key (the inverse of `key`).
+    fn path_of(&self, key: &str) -> String {
+        key.strip_prefix(&self.config.prefix)
+            .unwrap_or(key)
+            .to_owned()
+    }
+
     /// The listing prefix of a directory path.
     fn dir_prefix(&self, path: &str) -> String {
         if path.is_empty() {
@@ -227,11 +234,6 @@ impl Fs {
     /// The kernel dropped `n` lookups of `ino`.
     pub fn forget(&self, ino: Ino, n: u64) {
         self.inodes.forget(ino, n);
-    }
-
-    /// Inodes the table holds now (the root included).
-    pub fn inode_count(&self) -> usize {
-        self.inodes.len()
     }
 
     /// statfs: S3 has no capacity to report; give large, stable numbers so

@@ -313,11 +313,7 @@ impl Fs {
         let Some(out) = dirty.upload(&ctx).await? else {
             return Ok(());
         };
-        let path = dirty
-            .key
-            .strip_prefix(&self.config.prefix)
-            .unwrap_or(&dirty.key)
-            .to_owned();
+        let path = self.path_of(&dirty.key);
         let attr = self.attr_of_dirty(dirty);
         if let Some(ino) = ino {
             self.inodes.update(ino, |i| {
@@ -376,11 +372,7 @@ impl Fs {
         if dirty.open_handles > 0 {
             return;
         }
-        let path = dirty
-            .key
-            .strip_prefix(&self.config.prefix)
-            .unwrap_or(&dirty.key)
-            .to_owned();
+        let path = self.path_of(&dirty.key);
         if dirty.unlinked {
             dirty.discard();
             return;
@@ -489,8 +481,13 @@ impl Fs {
                     user_metadata: metadata,
                     if_none_match_any: false,
                 };
-                self.copy_object(&key, &key, meta.size, MetadataDirective::Replace(options))
-                    .await?;
+                self.copy_object(
+                    &CopySource::latest(key.as_str()),
+                    &key,
+                    meta.size,
+                    MetadataDirective::Replace(options),
+                )
+                .await?;
             }
         }
         self.invalidate_listing(parent_of(&inode.path));
@@ -498,20 +495,8 @@ impl Fs {
         self.getattr(ino).await
     }
 
-    /// Copy the latest version of `from` to `to` server-side.
-    async fn copy_object(
-        &self,
-        from: &str,
-        to: &str,
-        size: u64,
-        directive: MetadataDirective,
-    ) -> FsResult<()> {
-        self.copy_version(&CopySource::latest(from), to, size, directive)
-            .await
-    }
-
     /// Copy `source` (a key, or one version of it) to `to` server-side.
-    async fn copy_version(
+    async fn copy_object(
         &self,
         source: &CopySource,
         to: &str,
@@ -656,17 +641,8 @@ impl Fs {
         }
         self.invalidate_listing(&parent_inode.path);
         self.touch_dir(&parent_inode.path);
-        self.remember_missing_now(&path);
+        self.remember_missing(&path);
         Ok(())
-    }
-
-    pub(crate) fn remember_missing_now(&self, path: &str) {
-        if !self.config.negative_ttl.is_zero() {
-            self.negative
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(path.to_owned(), Instant::now() + self.config.negative_ttl);
-        }
     }
 
     /// Before a key is deleted (unlink, rename): files open for reading
@@ -767,7 +743,7 @@ impl Fs {
         self.invalidate_listing(&parent_inode.path);
         self.invalidate_listing(&path);
         self.touch_dir(&parent_inode.path);
-        self.remember_missing_now(&path);
+        self.remember_missing(&path);
         Ok(())
     }
 
@@ -842,7 +818,7 @@ impl Fs {
         self.invalidate_listing(&from);
         self.invalidate_listing(&to);
         self.forget_missing(&to);
-        self.remember_missing_now(&from);
+        self.remember_missing(&from);
         Ok(())
     }
 
@@ -876,8 +852,13 @@ impl Fs {
         };
         if let Some(size) = size {
             self.pin_open_readers(from).await;
-            self.copy_object(&from_key, &to_key, size, MetadataDirective::Copy)
-                .await?;
+            self.copy_object(
+                &CopySource::latest(from_key.as_str()),
+                &to_key,
+                size,
+                MetadataDirective::Copy,
+            )
+            .await?;
             self.client.delete_object(&from_key, None).await?;
         }
         if let Some(local) = local {
@@ -931,7 +912,7 @@ impl Fs {
             .collect();
         futures::stream::iter(jobs)
             .map(|(old_key, new_key, size)| async move {
-                self.copy_object(&old_key, &new_key, size, MetadataDirective::Copy).await
+                self.copy_object(&CopySource::latest(old_key.as_str()), &new_key, size, MetadataDirective::Copy).await
             })
             .buffer_unordered(RENAME_CONCURRENCY)
             .try_collect::<Vec<_>>()
@@ -1062,7 +1043,7 @@ impl Fs {
             key: source.key.to_string(),
             version_id: source.version_id.clone(),
         };
-        self.copy_version(&from, &to, source.size, MetadataDirective::Replace(options))
+        self.copy_object(&from, &to, source.size, MetadataDirective::Replace(options))
             .await?;
         let copied = self.client.head_object(&to, None).await?;
         dirty.adopt(
@@ -1072,10 +1053,7 @@ impl Fs {
                 size: copied.size,
             },
         )?;
-        let path = to
-            .strip_prefix(&self.config.prefix)
-            .unwrap_or(&to)
-            .to_owned();
+        let path = self.path_of(&to);
         self.publish(Some(ino), &path, &dirty_arc, &dirty);
         self.inodes
             .update(ino, |i| i.etag = Some(Arc::from(copied.etag.as_str())));

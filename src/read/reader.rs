@@ -162,10 +162,6 @@ impl Reader {
         }
     }
 
-    pub fn size(&self) -> u64 {
-        self.object.size
-    }
-
     /// The object version this reader reads.
     pub fn object(&self) -> &ObjectToRead {
         &self.object
