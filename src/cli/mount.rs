@@ -6,10 +6,16 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use fuser::{MountOption, SessionACL};
+#[cfg(not(target_os = "linux"))]
+use fuser::MountOption;
+use fuser::SessionACL;
 
 use super::daemon::{self, Forked, Reporter};
+#[cfg(target_os = "linux")]
+use super::kernel_mount::{self, KernelMount};
+use super::kernel_mount::{top_mount, KernelOptions};
 use super::logging::{self, LogTarget};
+use super::mount_helper::HelperFlags;
 use super::s3_options::S3Options;
 use super::source::Source;
 use super::units::{parse_duration, parse_size};
@@ -47,8 +53,40 @@ pub struct MountArgs {
     pub foreground: bool,
 
     /// Mount read-only.
-    #[arg(long, alias = "ro", help_heading = "Mount")]
+    #[arg(
+        long,
+        alias = "ro",
+        overrides_with = "read_write",
+        help_heading = "Mount"
+    )]
     pub read_only: bool,
+
+    /// Mount read-write (the default; undoes an earlier `ro`, as fstab's
+    /// `rw` does).
+    #[arg(long = "rw", hide = true, overrides_with = "read_only")]
+    pub read_write: bool,
+
+    /// Honour device files on the mount (root only) [default: nodev].
+    #[arg(long, overrides_with = "nodev", help_heading = "Mount")]
+    pub dev: bool,
+
+    #[arg(long, hide = true, overrides_with = "dev")]
+    pub nodev: bool,
+
+    /// Honour set-user-id and set-group-id bits (root only) [default:
+    /// nosuid].
+    #[arg(long, overrides_with = "nosuid", help_heading = "Mount")]
+    pub suid: bool,
+
+    #[arg(long, hide = true, overrides_with = "suid")]
+    pub nosuid: bool,
+
+    /// Do not let programs be run from the mount [default: exec].
+    #[arg(long, overrides_with = "exec", help_heading = "Mount")]
+    pub noexec: bool,
+
+    #[arg(long, hide = true, overrides_with = "noexec")]
+    pub exec: bool,
 
     /// Let other users use the mount (needs user_allow_other in
     /// /etc/fuse.conf for non-root); turns on default_permissions.
@@ -145,10 +183,31 @@ pub struct MountArgs {
 
     #[command(flatten)]
     pub s3: S3Options,
+
+    #[cfg(target_os = "macos")]
+    #[command(flatten)]
+    pub macos: MacosArgs,
+}
+
+/// Options only macFUSE knows.
+#[cfg(target_os = "macos")]
+#[derive(Debug, Args)]
+pub struct MacosArgs {
+    /// Name of the volume in Finder [default: the source, BUCKET:/PREFIX].
+    #[arg(long, help_heading = "macOS")]
+    pub volname: Option<String>,
+
+    /// Keep Finder's `._*` AppleDouble files out of the bucket.
+    #[arg(long, help_heading = "macOS")]
+    pub noappledouble: bool,
 }
 
 impl MountArgs {
     fn check(&self) -> anyhow::Result<()> {
+        // SAFETY: geteuid has no preconditions.
+        if (self.dev || self.suid) && unsafe { libc::geteuid() } != 0 {
+            bail!("dev and suid need root: the kernel forces nodev,nosuid on a user's FUSE mount");
+        }
         if self.part_size < 5 * 1024 * 1024 || self.part_size > 5 * 1024 * 1024 * 1024 {
             bail!("part_size must be between 5MiB and 5GiB (S3's part limits)");
         }
@@ -167,7 +226,10 @@ fn check_mountpoint(path: &Path, nonempty: bool) -> anyhow::Result<PathBuf> {
     if !canonical.is_dir() {
         bail!("mountpoint {} is not a directory", path.display());
     }
-    if !nonempty {
+    // Listing an automount point (x-systemd.automount) would ask systemd
+    // for the mount being made here, and wait for ourselves.
+    let automount = top_mount(&canonical).is_some_and(|m| m.fstype == "autofs");
+    if !nonempty && !automount {
         let mut entries = std::fs::read_dir(&canonical)
             .map_err(|e| anyhow!("mountpoint {}: {}", path.display(), e))?;
         if entries.next().is_some() {
@@ -195,18 +257,9 @@ fn check_fuse() -> anyhow::Result<()> {
 /// from mountinfo: a `stat` of the mount point would ask our own, not yet
 /// running, session. Needs root; a failure only costs speed.
 fn raise_readahead(mountpoint: &Path, read_ahead_max: u64) {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Some(device) = top_mount(mountpoint).map(|m| m.device) else {
         return;
     };
-    let wanted = mountpoint.to_string_lossy();
-    // Fields: id parent major:minor root mountpoint ...; the mount point is
-    // octal-escaped for spaces and the like.
-    let device = mountinfo.lines().rev().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let point = fields.get(4)?.replace("\\040", " ");
-        (point == wanted).then(|| fields.get(2).map(|d| d.to_string()))?
-    });
-    let Some(device) = device else { return };
     let kib = (read_ahead_max / 1024).clamp(128, 16 * 1024);
     let path = format!("/sys/class/bdi/{device}/read_ahead_kb");
     match std::fs::write(&path, kib.to_string()) {
@@ -215,18 +268,20 @@ fn raise_readahead(mountpoint: &Path, read_ahead_max: u64) {
     }
 }
 
-/// Run the mount command; returns the exit code.
-pub fn run(args: MountArgs, debug: bool) -> i32 {
+/// Run the mount command; returns the exit code. `helper` carries what
+/// mount(8) asked of `mount.bucketfs` (nothing when run as `bucketfs`).
+pub fn run(args: MountArgs, debug: bool, helper: &HelperFlags) -> i32 {
     let (Some(source), Some(mountpoint)) = (args.source.clone(), args.mountpoint.clone()) else {
         eprintln!("bucketfs: usage: bucketfs [OPTIONS] BUCKET[:/PREFIX] MOUNTPOINT (see --help)");
         return 2;
     };
     // Everything that can be checked without the network is checked before
     // forking, so that usage errors come straight back.
+    // `mount -f` checks an entry that may be mounted already: not empty.
     let checked = args
         .check()
         .and_then(|()| check_fuse())
-        .and_then(|()| check_mountpoint(&mountpoint, args.nonempty));
+        .and_then(|()| check_mountpoint(&mountpoint, args.nonempty || helper.fake));
     let mountpoint = match checked {
         Ok(m) => m,
         Err(e) => {
@@ -234,6 +289,13 @@ pub fn run(args: MountArgs, debug: bool) -> i32 {
             return 1;
         }
     };
+    if helper.verbose {
+        eprintln!("bucketfs: mounting {source} on {}", mountpoint.display());
+    }
+    if helper.fake {
+        // `mount -f`: everything checked that can be without mounting.
+        return 0;
+    }
     let mut reporter = if args.foreground {
         Reporter::foreground()
     } else {
@@ -323,37 +385,34 @@ fn serve(
     runtime.block_on(fs.recover());
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
 
-    let mut options = vec![
-        MountOption::FSName(source.to_string()),
-        MountOption::Subtype("bucketfs".into()),
-        MountOption::NoAtime,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-    ];
-    if args.read_only {
-        options.push(MountOption::RO);
-    }
+    let default_permissions =
+        !args.no_default_permissions && (args.allow_other || args.default_permissions);
     if args.no_default_permissions {
         tracing::warn!(
             "allow_other without default_permissions: file modes are not enforced for other users"
         );
-    } else if args.allow_other || args.default_permissions {
-        options.push(MountOption::DefaultPermissions);
     }
-    let mut fuse_config = fuser::Config::default();
-    fuse_config.mount_options = options;
-    fuse_config.acl = if args.allow_other {
+    let acl = if args.allow_other {
         SessionACL::All
     } else if args.allow_root {
         SessionACL::RootAndOwner
     } else {
         SessionACL::Owner
     };
-    fuse_config.n_threads = Some(2);
-    fuse_config.clone_fd = true;
-
-    let mut session = fuser::Session::new(adapter, mountpoint, &fuse_config)
-        .map_err(|e| anyhow!("cannot mount on {}: {}", mountpoint.display(), e))?;
+    let fsname = source.to_string();
+    let kernel = KernelOptions {
+        fsname: &fsname,
+        read_only: args.read_only,
+        dev: args.dev,
+        suid: args.suid,
+        exec: !args.noexec,
+        allow_other: acl != SessionACL::Owner,
+        default_permissions,
+    };
+    let (session, unmounter) = mount_session(adapter, mountpoint, &kernel, acl, args)?;
+    // Shared by the signal handler (unmount) and the end of the session
+    // (detach a dead mount).
+    let unmounter = Arc::new(std::sync::Mutex::new(unmounter));
     tracing::info!("mounted {source} on {}", mountpoint.display());
 
     if let Some(pid_file) = &args.pid_file {
@@ -362,9 +421,9 @@ fn serve(
     }
 
     // SIGINT and SIGTERM unmount, which ends the session loop below.
-    let mut unmounter = session.unmount_callable();
     let shown = mountpoint.display().to_string();
     let signal_fs = fs.clone();
+    let signal_unmounter = unmounter.clone();
     runtime.spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -379,8 +438,13 @@ fn serve(
             _ = term.recv() => {}
         }
         tracing::info!("signal received: saving pending writes, then unmounting {shown}");
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
         signal_fs.flush_all().await;
-        if let Err(e) = unmounter.unmount() {
+        let unmounted = match signal_unmounter.lock() {
+            Ok(mut unmounter) => unmounter.unmount(),
+            Err(poisoned) => poisoned.into_inner().unmount(),
+        };
+        if let Err(e) = unmounted {
             tracing::error!("unmount of {shown} failed: {e}");
         }
     });
@@ -392,11 +456,137 @@ fn serve(
     if daemon {
         daemon::detach_stdio();
     }
+    // For a `Type=notify` unit: the mount is live, and this is the process
+    // to watch (after a fork it is not the one systemd started).
+    notify_systemd(&[
+        sd_notify::NotifyState::MainPid(std::process::id()),
+        sd_notify::NotifyState::Ready,
+    ]);
     let result = session.run();
+    if result.is_err() {
+        match unmounter.lock() {
+            Ok(mut unmounter) => unmounter.detach(),
+            Err(poisoned) => poisoned.into_inner().detach(),
+        }
+    }
     tracing::info!("unmounted {}", mountpoint.display());
     // Anything a failed upload left: one last try, else it stays staged.
     runtime.block_on(fs.flush_all());
     fs.cleanup();
     runtime.shutdown_timeout(Duration::from_secs(5));
     result.map_err(|e| anyhow!("FUSE session ended with an error: {e}"))
+}
+
+/// Tell systemd how the mount is doing, when it asked (`NOTIFY_SOCKET`);
+/// a no-op otherwise.
+fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// How the mount is undone on SIGTERM, and after a session that died.
+enum Unmounter {
+    /// A mount made by `kernel_mount` (root on Linux).
+    #[cfg(target_os = "linux")]
+    Kernel(Arc<KernelMount>),
+    /// A mount made by fuser (macOS).
+    #[cfg(not(target_os = "linux"))]
+    Fuser(Box<dyn FnMut() -> std::io::Result<()> + Send>),
+}
+
+impl Unmounter {
+    fn unmount(&mut self) -> std::io::Result<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Unmounter::Kernel(mount) => mount.unmount(),
+            #[cfg(not(target_os = "linux"))]
+            Unmounter::Fuser(unmount) => unmount(),
+        }
+    }
+
+    /// After the session ended with an error: do not leave a dead mount.
+    fn detach(&mut self) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Unmounter::Kernel(mount) => mount.detach(),
+            // fuser unmounts its own mount when the session is dropped.
+            #[cfg(not(target_os = "linux"))]
+            Unmounter::Fuser(_) => {}
+        }
+    }
+}
+
+/// Mount and start a FUSE session on `mountpoint`: on Linux through
+/// `kernel_mount` (mount(2) for root, fusermount3 for users), elsewhere
+/// through fuser. (`args` is read only for macFUSE's own options.)
+#[cfg_attr(target_os = "linux", allow(unused_variables))]
+fn mount_session(
+    adapter: FuseAdapter,
+    mountpoint: &Path,
+    kernel: &KernelOptions<'_>,
+    acl: SessionACL,
+    args: &MountArgs,
+) -> anyhow::Result<(fuser::Session<FuseAdapter>, Unmounter)> {
+    let mut config = fuser::Config::default();
+    config.acl = acl;
+    // Two kernel-reading threads with their own /dev/fuse clones (the
+    // work itself runs on the tokio runtime); fuser supports more than
+    // one only on Linux.
+    if cfg!(target_os = "linux") {
+        config.n_threads = Some(2);
+        config.clone_fd = true;
+    }
+    let failed = |e: std::io::Error| anyhow!("cannot mount on {}: {}", mountpoint.display(), e);
+
+    #[cfg(target_os = "linux")]
+    {
+        let (device, mount) = kernel_mount::mount(mountpoint, kernel).map_err(failed)?;
+        let mount = Arc::new(mount);
+        match fuser::Session::from_fd(adapter, device, acl, config) {
+            Ok(session) => Ok((session, Unmounter::Kernel(mount))),
+            Err(e) => {
+                mount.detach();
+                Err(failed(e))
+            }
+        }
+    }
+
+    // Elsewhere (macOS), fuser mounts through the system's FUSE.
+    #[cfg(not(target_os = "linux"))]
+    {
+        let mut options = vec![
+            MountOption::FSName(kernel.fsname.to_owned()),
+            MountOption::Subtype("bucketfs".into()),
+            MountOption::NoAtime,
+            if kernel.dev {
+                MountOption::Dev
+            } else {
+                MountOption::NoDev
+            },
+            if kernel.suid {
+                MountOption::Suid
+            } else {
+                MountOption::NoSuid
+            },
+            if kernel.exec {
+                MountOption::Exec
+            } else {
+                MountOption::NoExec
+            },
+        ];
+        if kernel.read_only {
+            options.push(MountOption::RO);
+        }
+        if kernel.default_permissions {
+            options.push(MountOption::DefaultPermissions);
+        }
+        config.mount_options = options;
+        let mut session = fuser::Session::new(adapter, mountpoint, &config).map_err(failed)?;
+        let mut unmount = session.unmount_callable();
+        Ok((
+            session,
+            Unmounter::Fuser(Box::new(move || unmount.unmount())),
+        ))
+    }
 }

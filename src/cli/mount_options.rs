@@ -10,41 +10,53 @@ use std::ffi::OsString;
 
 use clap::Command;
 
-/// Options that mount(8) and fstab pass for every filesystem and that mean
-/// nothing more to a FUSE daemon than the kernel already does with them.
+/// Options that mount(8), systemd and fstab use for their own purposes
+/// (when and by whom to mount, ordering, comments) and that ask nothing of
+/// the daemon. `rw`, `ro`, `dev`, `suid`, `exec` and their negations are
+/// not here: they are real flags of the mount (see `MountArgs`).
 const GENERIC: &[&str] = &[
-    "rw",
     "defaults",
     "auto",
     "noauto",
     "user",
     "nouser",
     "users",
+    "owner",
+    "group",
     "nofail",
     "_netdev",
-    "dev",
-    "nodev",
-    "suid",
-    "nosuid",
-    "exec",
-    "noexec",
     "async",
-    "sync",
+    // Metadata calls (mkdir, rename, unlink) already return only once S3
+    // has answered.
+    "dirsync",
+    // bucketfs keeps no access times (atime reads as mtime, and the mount
+    // is always noatime), so no atime policy changes anything.
     "atime",
     "noatime",
     "relatime",
     "norelatime",
     "strictatime",
+    "nostrictatime",
     "diratime",
     "nodiratime",
     "lazytime",
+    "nolazytime",
 ];
 
 fn is_generic(name: &str) -> bool {
-    GENERIC.contains(&name)
-        || name.starts_with("x-systemd.")
-        || name.starts_with("x-")
-        || name == "comment"
+    GENERIC.contains(&name) || name.starts_with("x-") || name == "comment"
+}
+
+/// Generic options that would promise what bucketfs cannot do: refused
+/// with the reason, rather than accepted and silently broken.
+fn refused(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "sync" => "data reaches the bucket at close and fsync, not at every write",
+        "remount" => "remount is not supported: unmount and mount again",
+        "bind" | "rbind" | "move" => "bind and move mounts are mount(8)'s job, not bucketfs's",
+        "mand" => "mandatory locks are not supported",
+        _ => return None,
+    })
 }
 
 /// Long flag names (without `--`) of a command and all its subcommands,
@@ -66,8 +78,14 @@ fn known_flags(cmd: &Command) -> Vec<(String, bool)> {
     out
 }
 
-/// Rewrite `-o a=b,c` (also `-oa=b,c`) into `--a=b --c`.
-pub fn translate(args: Vec<OsString>, cmd: &Command) -> Result<Vec<OsString>, String> {
+/// Rewrite `-o a=b,c` (also `-oa=b,c`) into `--a=b --c`. An unknown option
+/// is an error naming it, unless `sloppy` (mount's `-s`): then it is
+/// skipped with a warning on stderr.
+pub fn translate(
+    args: Vec<OsString>,
+    cmd: &Command,
+    sloppy: bool,
+) -> Result<Vec<OsString>, String> {
     let flags = known_flags(cmd);
     let mut out = Vec::with_capacity(args.len());
     let mut iter = args.into_iter();
@@ -96,8 +114,15 @@ pub fn translate(args: Vec<OsString>, cmd: &Command) -> Result<Vec<OsString>, St
             if is_generic(name) {
                 continue;
             }
+            if let Some(reason) = refused(name) {
+                return Err(format!("mount option {name:?} is not supported: {reason}"));
+            }
             let long = name.replace('_', "-");
             let Some((_, takes_value)) = flags.iter().find(|(f, _)| *f == long) else {
+                if sloppy {
+                    eprintln!("bucketfs: ignoring unknown mount option {name:?} (sloppy mount)");
+                    continue;
+                }
                 return Err(format!("unknown mount option {name:?}"));
             };
             match (takes_value, value) {
@@ -130,7 +155,7 @@ mod tests {
     }
 
     fn run(args: &[&str]) -> Result<Vec<String>, String> {
-        translate(args.iter().map(OsString::from).collect(), &cmd())
+        translate(args.iter().map(OsString::from).collect(), &cmd(), false)
             .map(|v| v.into_iter().map(|s| s.into_string().unwrap()).collect())
     }
 
@@ -165,5 +190,33 @@ mod tests {
             .unwrap_err()
             .contains("takes no value"));
         assert!(run(&["b", "-o"]).is_err());
+        assert!(run(&["b", "-o", "sync"])
+            .unwrap_err()
+            .contains("close and fsync"));
+        assert!(run(&["b", "-o", "remount"])
+            .unwrap_err()
+            .contains("remount"));
+    }
+
+    #[test]
+    fn sloppy_mounts_skip_unknown_options() {
+        let args = ["b", "-o", "bogus=1,part_size=2"]
+            .map(OsString::from)
+            .to_vec();
+        let out = translate(args, &cmd(), true).unwrap();
+        assert_eq!(out, ["b", "--part-size=2"].map(OsString::from).to_vec());
+    }
+
+    #[test]
+    fn what_mount_8_and_systemd_pass_is_accepted() {
+        assert_eq!(
+            run(&[
+                "b",
+                "-o",
+                "defaults,noauto,user=alice,users,nofail,_netdev,comment=x,x-systemd.automount,x-systemd.idle-timeout=60,noatime,dirsync"
+            ])
+            .unwrap(),
+            ["b"]
+        );
     }
 }

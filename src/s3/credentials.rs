@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -107,6 +108,38 @@ pub enum CredentialsError {
     NotFound,
 }
 
+/// The user's home: `$HOME`, else the passwd database's entry for the
+/// effective user. An fstab mount at boot runs with almost no environment,
+/// and `profile=` must still find root's ~/.aws files.
+pub fn home_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(home));
+    }
+    // SAFETY: passwd is a plain C struct of integers and pointers, for which
+    // all-zero is a valid (if meaningless) value; getpwuid_r fills it.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live, correctly sized storage that
+    // outlives the call; getpwuid_r writes strings only into `buf`.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::geteuid(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || entry.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_dir points to a NUL-terminated string in `buf`.
+    let dir = unsafe { std::ffi::CStr::from_ptr(entry.pw_dir) };
+    let dir = std::ffi::OsStr::from_bytes(dir.to_bytes());
+    (!dir.is_empty()).then(|| PathBuf::from(dir))
+}
+
 /// Everything the resolution looks at, gathered up front so that it can be
 /// tested without touching the real environment or home directory.
 #[derive(Debug, Default, Clone)]
@@ -127,7 +160,7 @@ impl CredentialSources {
             passwd_file,
             profile,
             env,
-            home: std::env::var_os("HOME").map(PathBuf::from),
+            home: home_dir(),
         }
     }
 
