@@ -69,9 +69,10 @@ async fn an_outage_blocks_then_completes_and_loses_nothing() {
     support::upload(&c, "before.bin", data.clone()).await;
     let proxy = FaultProxy::start(&server().endpoint).await;
     let mount = Mount::start(c.bucket(), &proxy.url, &["-o", "max_attempts=10"]);
-    // Ten seconds without a server; the default retry schedule (doubling
-    // from 100 ms, ten attempts) waits that out.
-    proxy.down_for(std::time::Duration::from_secs(10));
+    // Thirty seconds without a server; the default retry schedule
+    // (doubling from 100 ms to at most 20 s, ten attempts: about 45 s)
+    // waits that out.
+    proxy.down_for(std::time::Duration::from_secs(30));
     let root = mount.path.clone();
     let expected = sha256(&data);
     let (read, started) = blocking(move || {
@@ -81,7 +82,7 @@ async fn an_outage_blocks_then_completes_and_loses_nothing() {
     })
     .await;
     assert!(
-        started.elapsed() >= std::time::Duration::from_secs(9),
+        started.elapsed() >= std::time::Duration::from_secs(29),
         "the calls waited for the server"
     );
     assert_eq!(sha256(&read), expected);
@@ -93,5 +94,91 @@ async fn an_outage_blocks_then_completes_and_loses_nothing() {
         sha256(&stored),
         expected,
         "the write made during the outage is in the bucket"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_retries_fails_the_close_and_keeps_the_data() {
+    let c = new_bucket("outage-eio").await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    // Three attempts: the calls give up after well under a second. The
+    // root is listed first (and trusted for a minute), so creating the
+    // file needs no request: only its upload meets the outage.
+    let mount = Mount::start(
+        c.bucket(),
+        &proxy.url,
+        &["-o", "max_attempts=3,metadata_ttl=60s"],
+    );
+    assert!(support::names(&mount.path).is_empty());
+    proxy.down_for(std::time::Duration::from_secs(3600));
+    let data = test_data(3 * MIB, 11);
+    let path = mount.path.join("kept.bin");
+    let closed = blocking({
+        let (path, data) = (path.clone(), data.clone());
+        move || {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&path).unwrap();
+            file.write_all(&data).unwrap();
+            // close(2) reports the failed upload: sync_all is fsync, which
+            // returns the same error close would.
+            file.sync_all()
+        }
+    })
+    .await;
+    let error = closed.expect_err("fsync must fail while the server is down");
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    // The server comes back; the data was kept and the next fsync saves it.
+    proxy.clear_faults();
+    proxy.down_for(std::time::Duration::ZERO);
+    let saved = blocking({
+        let path = path.clone();
+        move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .sync_all()
+        }
+    })
+    .await;
+    saved.expect("fsync after the outage");
+    let (_, stored) = c
+        .get_object_bytes("kept.bin", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(sha256(&stored), sha256(&data), "nothing lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_link_gives_exact_bytes() {
+    let c = new_bucket("latency").await;
+    let original = test_data(20 * MIB, 5);
+    support::upload(&c, "far.bin", original.clone()).await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    let mount = Mount::start(c.bucket(), &proxy.url, &[]);
+    // 100 ms before every request, as to a server across an ocean.
+    proxy.set_latency(std::time::Duration::from_millis(100));
+    let written = test_data(20 * MIB, 6);
+    let root = mount.path.clone();
+    let (read, names) = blocking({
+        let written = written.clone();
+        move || {
+            std::fs::write(root.join("near.bin"), &written).unwrap();
+            let read = std::fs::read(root.join("far.bin")).unwrap();
+            let mut names = support::names(&root);
+            names.sort();
+            (read, names)
+        }
+    })
+    .await;
+    assert_eq!(sha256(&read), sha256(&original));
+    assert_eq!(names, ["far.bin", "near.bin"]);
+    let (_, stored) = c
+        .get_object_bytes("near.bin", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(sha256(&stored), sha256(&written));
+    assert!(
+        proxy.seen().len() > 5,
+        "the requests went through the slow proxy"
     );
 }

@@ -18,6 +18,7 @@ use super::error::{FsError, FsResult};
 use super::inode::{child_path, Ino, Inode, ROOT_INO};
 use super::names::{is_valid_name, KEY_MAX, NAME_MAX};
 use super::{versions, Fs};
+use crate::s3::listing::MarkerGuard;
 use crate::s3::ListRequest;
 
 /// One child in a directory listing.
@@ -89,8 +90,15 @@ impl Fs {
         };
         let mut files = BTreeMap::new();
         let mut dirs = BTreeMap::new();
+        let mut guard = MarkerGuard::default();
         loop {
             let page = self.client.list_objects(&request).await?;
+            for raw in &page.undecodable_keys {
+                self.odd_keys.hidden(
+                    raw,
+                    "its listed name does not decode (bad URL encoding or UTF-8)",
+                );
+            }
             for object in page.objects {
                 let Some(name) = object.key.strip_prefix(&prefix) else {
                     continue;
@@ -124,7 +132,10 @@ impl Fs {
                 dirs.insert(name.to_owned(), Listed::Dir { marker_time: None });
             }
             match page.next_continuation_token {
-                Some(token) => request.continuation_token = Some(token),
+                Some(token) => {
+                    guard.follow("ListObjectsV2", &token)?;
+                    request.continuation_token = Some(token);
+                }
                 None => break,
             }
         }

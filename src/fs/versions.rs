@@ -24,6 +24,7 @@ use super::error::{FsError, FsResult};
 use super::inode::{child_path, Inode, ROOT_INO};
 use super::names::{is_valid_name, NAME_MAX};
 use super::Fs;
+use crate::s3::listing::MarkerGuard;
 use crate::s3::{ListVersionsRequest, ObjectVersion, VersionKind};
 
 /// The name of the view at the mount root.
@@ -209,6 +210,7 @@ impl Fs {
         };
         let mut keys: BTreeMap<String, Vec<ObjectVersion>> = BTreeMap::new();
         let mut dirs = Vec::new();
+        let mut guard = MarkerGuard::default();
         loop {
             let page = self.client.list_object_versions(&request).await?;
             for v in page.versions {
@@ -229,6 +231,8 @@ impl Fs {
             }
             match page.next_key_marker {
                 Some(key) => {
+                    let version = page.next_version_id_marker.as_deref().unwrap_or("");
+                    guard.follow("ListObjectVersions", &format!("{key}\n{version}"))?;
                     request.key_marker = Some(key);
                     request.version_id_marker = page.next_version_id_marker;
                 }

@@ -58,6 +58,19 @@ pub fn key_is_addressable(key: &str) -> bool {
 /// percent-decoding. Returns `None` for a value that does not decode to
 /// UTF-8; the caller skips such an entry rather than guess.
 pub fn decode_listed_key(value: &str) -> Option<String> {
+    // A `%` not followed by two hex digits is not URL encoding: S3 never
+    // sends one, and passing it through would show a name whose key does
+    // not exist.
+    let bytes = value.as_bytes();
+    let well_formed = bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
+    }
     let spaced = value.replace('+', " ");
     percent_decode_str(&spaced)
         .decode_utf8()
@@ -68,6 +81,14 @@ pub fn decode_listed_key(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_keys_decode_only_when_well_formed() {
+        assert_eq!(decode_listed_key("a+b%2Bc%25").as_deref(), Some("a b+c%"));
+        assert_eq!(decode_listed_key("%ZZbad"), None);
+        assert_eq!(decode_listed_key("trailing%2"), None);
+        assert_eq!(decode_listed_key("%FF"), None, "not UTF-8");
+    }
 
     #[test]
     fn keys_are_encoded_as_s3_canonicalises_them() {

@@ -6,12 +6,36 @@
 //! cannot carry every byte a key may hold (control characters); keys are
 //! decoded only when the server confirms it encoded them.
 
+use std::collections::HashSet;
+
 use reqwest::Method;
 
 use super::client::{Request, S3Client};
 use super::error::S3Error;
 use super::types::*;
 use super::xml;
+
+/// The continuation markers a paginated listing has followed. A server
+/// whose markers go round in a circle (A, B, A, ...) would otherwise keep
+/// every caller listing for ever; a marker that comes back is an error.
+#[derive(Debug, Default)]
+pub struct MarkerGuard {
+    seen: HashSet<String>,
+}
+
+impl MarkerGuard {
+    /// Call with each marker before following it.
+    pub fn follow(&mut self, operation: &'static str, marker: &str) -> Result<(), S3Error> {
+        if self.seen.insert(marker.to_owned()) {
+            return Ok(());
+        }
+        Err(S3Error::invalid_response(
+            operation,
+            None,
+            "the server's listing goes round in a circle (a continuation marker came back)",
+        ))
+    }
+}
 
 impl S3Client {
     /// One page of ListObjectsV2.
@@ -45,9 +69,6 @@ impl S3Client {
                 "server returned the same continuation token twice",
             ));
         }
-        for raw in &page.undecodable_keys {
-            tracing::warn!("skipping listed key that is not valid UTF-8 once decoded: {raw:?}");
-        }
         Ok(page)
     }
 
@@ -64,13 +85,20 @@ impl S3Client {
             ..Default::default()
         };
         let mut all = ListPage::default();
+        let mut guard = MarkerGuard::default();
         loop {
             let page = self.list_objects(&request).await?;
+            for raw in &page.undecodable_keys {
+                tracing::warn!("skipping a listed key that does not decode (bad URL encoding or UTF-8): {raw:?}");
+            }
             all.objects.extend(page.objects);
             all.common_prefixes.extend(page.common_prefixes);
             all.undecodable_keys.extend(page.undecodable_keys);
             match page.next_continuation_token {
-                Some(token) => request.continuation_token = Some(token),
+                Some(token) => {
+                    guard.follow("ListObjectsV2", &token)?;
+                    request.continuation_token = Some(token);
+                }
                 None => return Ok(all),
             }
         }
@@ -120,11 +148,14 @@ impl S3Client {
             ..Default::default()
         };
         let mut all = Vec::new();
+        let mut guard = MarkerGuard::default();
         loop {
             let page = self.list_object_versions(&request).await?;
             all.extend(page.versions);
             match page.next_key_marker {
                 Some(key) => {
+                    let version = page.next_version_id_marker.as_deref().unwrap_or("");
+                    guard.follow("ListObjectVersions", &format!("{key}\n{version}"))?;
                     request.key_marker = Some(key);
                     request.version_id_marker = page.next_version_id_marker;
                 }

@@ -13,7 +13,7 @@ pub mod credentials;
 pub mod encode;
 pub mod endpoint;
 mod error;
-mod listing;
+pub mod listing;
 mod multipart;
 mod objects;
 mod retry;

@@ -2,8 +2,11 @@
 //! client under test and the S3 server, forwards requests unchanged (the Host
 //! header included, so signatures still verify), records every request, and
 //! injects the faults a test queues: error statuses with or without
-//! `Retry-After`, connections dropped before the response, bodies cut short.
-//! It can also terminate TLS with a certificate from a CA made for the test.
+//! `Retry-After`, connections dropped before the response, bodies cut short,
+//! latency on every request, an outage of N seconds. A test can also have
+//! it answer some requests itself (`respond_with`), to serve listings no
+//! real server would hold. It can terminate TLS with a certificate from a
+//! CA made for the test.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -22,6 +25,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Answers the proxy gives itself: called with the method and the path and
+/// query of each request that has no fault queued; `Some(Fault::Raw ..)`
+/// (or any fault) is used instead of forwarding.
+pub type Responder = Arc<dyn Fn(&str, &str) -> Option<Fault> + Send + Sync>;
 
 /// What to do to one request instead of (or while) forwarding it.
 #[derive(Debug, Clone)]
@@ -88,6 +96,9 @@ struct State {
     counter: usize,
     /// Until then, every connection is dropped: the server is down.
     down_until: Option<std::time::Instant>,
+    /// Added before every request is forwarded or answered.
+    latency: std::time::Duration,
+    responder: Option<Responder>,
 }
 
 pub struct FaultProxy {
@@ -230,6 +241,16 @@ impl FaultProxy {
         self.state.lock().unwrap().down_until = Some(std::time::Instant::now() + duration);
     }
 
+    /// Delay every request by `latency` from now on: a distant server.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.state.lock().unwrap().latency = latency;
+    }
+
+    /// Let `responder` answer the requests it wants to (see `Responder`).
+    pub fn respond_with(&self, responder: Responder) {
+        self.state.lock().unwrap().responder = Some(responder);
+    }
+
     /// Drop every queued fault: the "server" recovers.
     pub fn clear_faults(&self) {
         let mut state = self.state.lock().unwrap();
@@ -295,6 +316,11 @@ fn take_fault(
         fault = Some(Fault::Unreachable);
     }
     if fault.is_none() {
+        if let Some(responder) = &state.responder {
+            fault = responder(method, path_and_query);
+        }
+    }
+    if fault.is_none() {
         state.counter += 1;
         let counter = state.counter;
         if let Some((n, faults)) = &state.every {
@@ -336,6 +362,10 @@ async fn handle(
         .map(|n| n.as_str().to_owned())
         .collect();
     let fault = take_fault(&state, &method, &path_and_query, header_names);
+    let latency = state.lock().unwrap().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     if let Some(Fault::Status {
         status,
         code,
