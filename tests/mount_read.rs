@@ -378,3 +378,110 @@ async fn an_object_replaced_while_open_is_an_error_not_a_mix() {
     .await;
     assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
 }
+
+/// `stat` of many files by name (no readdir first) in one directory: after
+/// the second, the directory's names are listed once and each further
+/// stat costs one HEAD (not a HEAD and a listing), a missing name costs
+/// nothing, and s3fs metadata still comes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_by_name_cost_one_head_each_and_keep_metadata() {
+    let c = new_bucket("stats").await;
+    let s = server();
+    let mode = PutOptions {
+        user_metadata: [("mode".to_owned(), (libc::S_IFREG | 0o751).to_string())].into(),
+        ..Default::default()
+    };
+    for i in 0..40 {
+        c.put_object(&format!("d/f{i:02}"), Bytes::from_static(b"12345"), &mode)
+            .await
+            .unwrap();
+    }
+    put(&c, "d/sub/inner", b"x").await;
+    let proxy = FaultProxy::start(&s.endpoint).await;
+    let mount = Mount::start(c.bucket(), &proxy.url, &["-o", "metadata_ttl=60s"]);
+    // Resolve `d` itself first, so only the children's lookups are counted.
+    let dir = mount.path.join("d");
+    blocking({
+        let dir = dir.clone();
+        move || std::fs::metadata(dir).unwrap()
+    })
+    .await;
+    proxy.clear_seen();
+    let (modes, missing, sub) = blocking(move || {
+        use std::os::unix::fs::PermissionsExt;
+        let modes: Vec<u32> = (0..40)
+            .map(|i| {
+                let meta = std::fs::metadata(dir.join(format!("f{i:02}"))).unwrap();
+                assert_eq!(meta.len(), 5);
+                meta.permissions().mode() & 0o7777
+            })
+            .collect();
+        let missing = std::fs::metadata(dir.join("nope")).unwrap_err().kind();
+        let sub = std::fs::metadata(dir.join("sub")).unwrap().is_dir();
+        (modes, missing, sub)
+    })
+    .await;
+    assert!(modes.iter().all(|m| *m == 0o751), "{modes:?}");
+    assert_eq!(missing, std::io::ErrorKind::NotFound);
+    assert!(sub);
+    let lists = proxy.count("GET", "list-type=2");
+    let heads = proxy.count("HEAD", "/d/");
+    // Two full lookups (HEAD + one-key listing) before the directory is
+    // listed once; then one HEAD per file, none for the missing name, and
+    // a directory resolved as before.
+    assert!(lists <= 5, "{lists} listings for 42 lookups");
+    assert!(heads <= 42, "{heads} HEADs for 40 files");
+    drop(mount);
+}
+
+/// No extended attributes are kept: every xattr call says "not supported"
+/// (the kernel answers them itself after the first, which keeps `ls -l`
+/// from sending one request per file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_attributes_are_not_supported() {
+    let c = new_bucket("xattr").await;
+    put(&c, "a.txt", b"a").await;
+    put(&c, "b.txt", b"b").await;
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    let errors = blocking(move || {
+        let mut errors = Vec::new();
+        for name in ["a.txt", "b.txt"] {
+            let path = std::ffi::CString::new(root.join(name).to_str().unwrap()).unwrap();
+            let mut buf = [0u8; 64];
+            // SAFETY: valid NUL-terminated strings and a buffer of the given size.
+            let got = unsafe {
+                libc::getxattr(
+                    path.as_ptr(),
+                    c"user.test".as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            errors.push((got, std::io::Error::last_os_error().raw_os_error()));
+            // SAFETY: as above.
+            let listed =
+                unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+            errors.push((listed, std::io::Error::last_os_error().raw_os_error()));
+        }
+        errors
+    })
+    .await;
+    for (result, errno) in errors {
+        assert_eq!(result, -1);
+        assert_eq!(errno, Some(libc::EOPNOTSUPP));
+    }
+    // And `ls -l` shows the files as ever.
+    let listing = std::process::Command::new("ls")
+        .arg("-l")
+        .arg(&mount.path)
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout)
+            .matches(".txt")
+            .count(),
+        2
+    );
+}

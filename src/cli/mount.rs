@@ -144,7 +144,7 @@ pub struct MountArgs {
     pub negative_ttl: Duration,
 
     /// Memory for cached file data, shared by all open files.
-    #[arg(long, default_value = "256MiB", value_parser = parse_size_arg, help_heading = "Caching")]
+    #[arg(long, default_value = "128MiB", value_parser = parse_size_arg, help_heading = "Caching")]
     pub cache_size: u64,
 
     /// Size of one ranged GET of a sequential read (and of upload parts).

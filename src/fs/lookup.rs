@@ -7,7 +7,9 @@
 //! name not covered by a fresh listing is resolved with a HEAD of the key
 //! and a one-key listing of `key/` at once: the first finds a file, the
 //! second a directory (which wins when both exist). Misses are remembered
-//! for `negative_ttl`.
+//! for `negative_ttl`. A directory where such lookups keep happening (the
+//! second within `metadata_ttl`) is listed once, if one page holds it, and
+//! from then on its names answer misses for free and files with one HEAD.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +42,18 @@ pub(crate) enum Listed {
 pub(crate) struct Listing {
     pub entries: BTreeMap<String, Listed>,
     pub fetched_at: Instant,
+    /// Fetched to answer lookups (see `name_index`), not by a readdir: it
+    /// says which names exist, but a file's attributes still come from a
+    /// HEAD, so that s3fs metadata (mode, owner, mtime, symlinks) is right.
+    pub names_only: bool,
+}
+
+/// What uncached lookups have found out about a directory lately.
+pub(crate) enum ColdDir {
+    /// A lookup missed every cache here at this instant.
+    Missed(Instant),
+    /// Its listing took more than one page at this instant.
+    TooBig(Instant),
 }
 
 /// What a name resolved to.
@@ -82,6 +96,19 @@ impl Fs {
         if let Some(listing) = self.cached_listing(dir_path) {
             return Ok(listing);
         }
+        let listing = self.fetch_listing(dir_path, None).await?.ok_or_else(|| {
+            FsError::new(libc::EIO, "a listing without a page limit stopped early")
+        })?;
+        Ok(self.cache_listing(dir_path, listing, false))
+    }
+
+    /// ListObjectsV2 of a directory, every page, or `None` if it takes more
+    /// than `max_pages`.
+    async fn fetch_listing(
+        &self,
+        dir_path: &str,
+        max_pages: Option<usize>,
+    ) -> FsResult<Option<BTreeMap<String, Listed>>> {
         let prefix = self.dir_prefix(dir_path);
         let mut request = ListRequest {
             prefix: prefix.clone(),
@@ -91,7 +118,12 @@ impl Fs {
         let mut files = BTreeMap::new();
         let mut dirs = BTreeMap::new();
         let mut guard = MarkerGuard::default();
+        let mut pages = 0;
         loop {
+            if max_pages.is_some_and(|max| pages >= max) {
+                return Ok(None);
+            }
+            pages += 1;
             let page = self.client.list_objects(&request).await?;
             for raw in &page.undecodable_keys {
                 self.odd_keys.hidden(
@@ -157,15 +189,55 @@ impl Fs {
                 "the name is taken by the versions view (-o versions=off shows it)",
             );
         }
+        Ok(Some(files))
+    }
+
+    fn cache_listing(
+        &self,
+        dir_path: &str,
+        entries: BTreeMap<String, Listed>,
+        names_only: bool,
+    ) -> Arc<Listing> {
         let listing = Arc::new(Listing {
-            entries: files,
+            entries,
             fetched_at: Instant::now(),
+            names_only,
         });
         self.listings
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .put(dir_path.to_owned(), listing.clone());
-        Ok(listing)
+        listing
+    }
+
+    /// The names of a directory that lookups keep missing in, so that
+    /// each further lookup there costs one HEAD instead of a HEAD and a
+    /// listing (and a miss costs nothing). Fetched on the second uncached
+    /// lookup in a directory within `metadata_ttl`, only if the directory
+    /// lists in one page; a bigger one is remembered as such and left to
+    /// per-name lookups.
+    async fn name_index(&self, dir_path: &str) -> FsResult<Option<Arc<Listing>>> {
+        {
+            let mut cold = self.cold_dirs.lock().unwrap_or_else(|p| p.into_inner());
+            match cold.get(dir_path) {
+                Some(ColdDir::TooBig(at)) if self.fresh(*at) => return Ok(None),
+                Some(ColdDir::Missed(at)) if self.fresh(*at) => {}
+                _ => {
+                    cold.put(dir_path.to_owned(), ColdDir::Missed(Instant::now()));
+                    return Ok(None);
+                }
+            }
+        }
+        match self.fetch_listing(dir_path, Some(1)).await? {
+            Some(entries) => Ok(Some(self.cache_listing(dir_path, entries, true))),
+            None => {
+                self.cold_dirs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .put(dir_path.to_owned(), ColdDir::TooBig(Instant::now()));
+                Ok(None)
+            }
+        }
     }
 
     /// Forget cached knowledge about a directory's children (and the cached
@@ -173,6 +245,10 @@ impl Fs {
     pub(crate) fn invalidate_listing(&self, dir_path: &str) {
         self.invalidate_versions();
         self.listings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop(dir_path);
+        self.cold_dirs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop(dir_path);
@@ -222,21 +298,59 @@ impl Fs {
         if let Some(attr) = self.local_attr(&child_path(dir_path, name)) {
             return Ok(Some(Resolved { attr, etag: None }));
         }
-        if let Some(listing) = self.cached_listing(dir_path) {
-            return Ok(listing.entries.get(name).map(|listed| {
-                let (attr, etag) = self.listed_attr(listed);
-                Resolved { attr, etag }
-            }));
-        }
         let path = child_path(dir_path, name);
+        let mut listing = self.cached_listing(dir_path);
+        if let Some(listing) = &listing {
+            if !listing.names_only {
+                return Ok(listing.entries.get(name).map(|listed| {
+                    let (attr, etag) = self.listed_attr(listed);
+                    Resolved { attr, etag }
+                }));
+            }
+        }
         if self.negative_hit(&path) {
             return Ok(None);
         }
-        let resolved = self.resolve_remote(&path).await?;
+        if listing.is_none() {
+            listing = self.name_index(dir_path).await?;
+        }
+        let resolved = match listing.as_ref().map(|l| l.entries.get(name)) {
+            // The directory's names are known: a missing one costs nothing,
+            // a file one HEAD for its metadata.
+            Some(None) => None,
+            Some(Some(Listed::File { .. })) => self.resolve_file(&path).await?,
+            Some(Some(Listed::Dir { .. })) | None => self.resolve_remote(&path).await?,
+        };
         if resolved.is_none() {
             self.remember_missing(&path);
         }
         Ok(resolved)
+    }
+
+    /// HEAD `key`, known not to be a directory.
+    async fn resolve_file(&self, path: &str) -> FsResult<Option<Resolved>> {
+        let key = self.key(path);
+        match self.client.head_object(&key, None).await {
+            Ok(meta) => Ok(Some(self.head_resolved(meta))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn head_resolved(&self, meta: crate::s3::ObjectMeta) -> Resolved {
+        let mut attr =
+            self.config
+                .attrs
+                .object(meta.size, meta.last_modified, Some(&meta.user_metadata));
+        if attr.kind == Kind::Dir {
+            // A plain key whose metadata says "directory" (no trailing
+            // slash) is still shown as what it is: a file.
+            attr.kind = Kind::File;
+        }
+        Resolved {
+            attr,
+            etag: Some(Arc::from(meta.etag)),
+        }
     }
 
     /// HEAD `key` and list `key/` together.
@@ -281,22 +395,7 @@ impl Fs {
             }));
         }
         match head {
-            Ok(meta) => {
-                let mut attr = self.config.attrs.object(
-                    meta.size,
-                    meta.last_modified,
-                    Some(&meta.user_metadata),
-                );
-                if attr.kind == Kind::Dir {
-                    // A plain key whose metadata says "directory" (no
-                    // trailing slash) is still shown as what it is: a file.
-                    attr.kind = Kind::File;
-                }
-                Ok(Some(Resolved {
-                    attr,
-                    etag: Some(Arc::from(meta.etag)),
-                }))
-            }
+            Ok(meta) => Ok(Some(self.head_resolved(meta))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }

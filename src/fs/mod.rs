@@ -65,6 +65,9 @@ pub struct FsConfig {
 /// Directory listings kept at once (each lives `metadata_ttl`).
 const LISTING_CACHE_DIRS: usize = 64;
 
+/// Directories whose recent uncached lookups are remembered.
+const COLD_DIRS: usize = 1024;
+
 type SharedDirty = Arc<tokio::sync::Mutex<DirtyFile>>;
 
 /// An open file or directory.
@@ -96,6 +99,9 @@ pub struct Fs {
     config: FsConfig,
     inodes: inode::InodeTable,
     listings: Mutex<LruCache<String, Arc<Listing>>>,
+    /// Directories where lookups missed every cache lately (see
+    /// `lookup::name_index`).
+    cold_dirs: Mutex<LruCache<String, lookup::ColdDir>>,
     /// Paths known not to exist, until the instant given.
     negative: Mutex<HashMap<String, Instant>>,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -140,6 +146,9 @@ impl Fs {
             inodes: inode::InodeTable::new(root),
             listings: Mutex::new(LruCache::new(
                 NonZeroUsize::new(LISTING_CACHE_DIRS).unwrap_or(NonZeroUsize::MIN),
+            )),
+            cold_dirs: Mutex::new(LruCache::new(
+                NonZeroUsize::new(COLD_DIRS).unwrap_or(NonZeroUsize::MIN),
             )),
             negative: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),

@@ -178,8 +178,16 @@ impl<'a> Request<'a> {
     }
 
     /// Set the body and its `Content-MD5`, which the server checks.
-    pub fn body_with_md5(mut self, body: Bytes) -> Self {
-        let md5 = BASE64.encode(Md5::digest(&body));
+    pub fn body_with_md5(self, body: Bytes) -> Self {
+        let digest: [u8; 16] = Md5::digest(&body).into();
+        self.body_with_digest(body, &digest)
+    }
+
+    /// Set the body and the `Content-MD5` of a digest the caller already
+    /// computed (to check the ETag too): MD5 costs about a CPU-second per
+    /// GiB, too much to compute twice.
+    pub fn body_with_digest(mut self, body: Bytes, md5: &[u8; 16]) -> Self {
+        let md5 = BASE64.encode(md5);
         if let Ok(v) = HeaderValue::from_str(&md5) {
             self.headers
                 .insert(HeaderName::from_static("content-md5"), v);

@@ -142,11 +142,11 @@ impl S3Client {
         body: Bytes,
     ) -> Result<CompletedPart, S3Error> {
         check_part_number("UploadPart", key, part_number)?;
-        let md5 = Md5::digest(&body);
+        let md5: [u8; 16] = Md5::digest(&body).into();
         let mut req = Request::new("UploadPart", Method::PUT, Some(key))
             .query("partNumber", part_number.to_string())
             .query("uploadId", upload_id.0.clone())
-            .body_with_md5(body);
+            .body_with_digest(body, &md5);
         self.sse().apply_for_access(&mut req.headers);
         let (_, headers, _) = self.send(&req).await?;
         let etag = headers

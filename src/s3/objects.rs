@@ -168,8 +168,9 @@ impl S3Client {
         body: Bytes,
         options: &PutOptions,
     ) -> Result<PutObjectOutput, S3Error> {
-        let md5 = Md5::digest(&body);
-        let mut req = Request::new("PutObject", Method::PUT, Some(key)).body_with_md5(body);
+        let md5: [u8; 16] = Md5::digest(&body).into();
+        let mut req =
+            Request::new("PutObject", Method::PUT, Some(key)).body_with_digest(body, &md5);
         req = req.put_options(options)?;
         if options.if_none_match_any {
             req = req.header("if-none-match", "*")?;
