@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use support::mount::{bucketfs_bin, is_mounted};
-use support::{blocking, new_bucket, put, repo_root, server, wait_until};
+use support::{blocking, new_bucket, process_gone, put, repo_root, server, wait_until};
 
 fn text(o: &Output) -> String {
     format!(
@@ -401,17 +401,6 @@ async fn a_users_mount_works_for_them_and_is_closed_to_others() {
         wait_until(Duration::from_secs(20), || process_gone(pid)),
         "the daemon did not exit after fusermount3 -u"
     );
-}
-
-/// Gone, or a zombie no one has reaped yet (it runs nothing).
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
 }
 
 /// What a `Type=notify` unit relies on: with `NOTIFY_SOCKET` set, bucketfs

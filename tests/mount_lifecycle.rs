@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use support::mount::{bucketfs_bin, credential_env, is_mounted, Mount};
-use support::{blocking, new_bucket, put, server, wait_until};
+use support::{blocking, new_bucket, process_gone, put, server, wait_until};
 
 fn run(args: &[&str], env: &[(String, String)]) -> Output {
     Command::new(bucketfs_bin())
@@ -22,18 +22,6 @@ fn run(args: &[&str], env: &[(String, String)]) -> Output {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A process is gone once /proc has no live entry for it (a zombie waiting
-/// for a reaper counts as gone: it runs nothing and holds no mount).
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
