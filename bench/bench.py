@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import platform
+import random
 import re
 import secrets
 import shutil
@@ -210,13 +211,11 @@ def measure_raw(s3, source, args):
     s3.delete_object(Bucket=BUCKET, Key="raw-put.bin")
 
     # Random 4 KiB ranged GETs over one kept-alive connection.
-    import random
-
     rng = random.Random(1)
     host = urllib.parse.urlparse(ENDPOINT)
     conn = http.client.HTTPConnection(host.hostname, host.port)
-    urls = [urllib.parse.urlparse(presign(s3, "get_object", "rand.bin")) for _ in range(1)]
-    path = urls[0].path + "?" + urls[0].query
+    rand_url = urllib.parse.urlparse(presign(s3, "get_object", "rand.bin"))
+    path = rand_url.path + "?" + rand_url.query
     lat = []
     before = lo_bytes()
     start = time.monotonic()

@@ -5,6 +5,7 @@ use std::io::Write;
 
 use clap::Args;
 
+use crate::s3::listing::MarkerGuard;
 use crate::s3::{ListRequest, S3Client, VersionKind};
 
 use super::s3_options::S3Options;
@@ -50,6 +51,7 @@ async fn run(args: LsArgs) -> anyhow::Result<()> {
         delimiter: (!args.recursive).then(|| "/".to_owned()),
         ..Default::default()
     };
+    let mut guard = MarkerGuard::default();
     loop {
         let page = client
             .list_objects(&request)
@@ -67,9 +69,11 @@ async fn run(args: LsArgs) -> anyhow::Result<()> {
                 object.key
             )?;
         }
-        match page.next_continuation_token {
-            Some(token) => request.continuation_token = Some(token),
-            None => return Ok(()),
+        if !guard
+            .next_page(&mut request, page.next_continuation_token)
+            .map_err(|e| anyhow::anyhow!(e.user_message()))?
+        {
+            return Ok(());
         }
     }
 }

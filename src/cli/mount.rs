@@ -440,10 +440,10 @@ fn serve(
         tracing::info!("signal received: saving pending writes, then unmounting {shown}");
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         signal_fs.flush_all().await;
-        let unmounted = match signal_unmounter.lock() {
-            Ok(mut unmounter) => unmounter.unmount(),
-            Err(poisoned) => poisoned.into_inner().unmount(),
-        };
+        let unmounted = signal_unmounter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unmount();
         if let Err(e) = unmounted {
             tracing::error!("unmount of {shown} failed: {e}");
         }
@@ -464,10 +464,7 @@ fn serve(
     ]);
     let result = session.run();
     if result.is_err() {
-        match unmounter.lock() {
-            Ok(mut unmounter) => unmounter.detach(),
-            Err(poisoned) => poisoned.into_inner().detach(),
-        }
+        unmounter.lock().unwrap_or_else(|p| p.into_inner()).detach();
     }
     tracing::info!("unmounted {}", mountpoint.display());
     // Anything a failed upload left: one last try, else it stays staged.
@@ -489,7 +486,7 @@ fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
 enum Unmounter {
     /// A mount made by `kernel_mount` (root on Linux).
     #[cfg(target_os = "linux")]
-    Kernel(Arc<KernelMount>),
+    Kernel(KernelMount),
     /// A mount made by fuser (macOS).
     #[cfg(not(target_os = "linux"))]
     Fuser(Box<dyn FnMut() -> std::io::Result<()> + Send>),
@@ -542,7 +539,6 @@ fn mount_session(
     #[cfg(target_os = "linux")]
     {
         let (device, mount) = kernel_mount::mount(mountpoint, kernel).map_err(failed)?;
-        let mount = Arc::new(mount);
         match fuser::Session::from_fd(adapter, device, acl, config) {
             Ok(session) => Ok((session, Unmounter::Kernel(mount))),
             Err(e) => {

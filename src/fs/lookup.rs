@@ -163,12 +163,8 @@ impl Fs {
                 }
                 dirs.insert(name.to_owned(), Listed::Dir { marker_time: None });
             }
-            match page.next_continuation_token {
-                Some(token) => {
-                    guard.follow("ListObjectsV2", &token)?;
-                    request.continuation_token = Some(token);
-                }
-                None => break,
+            if !guard.next_page(&mut request, page.next_continuation_token)? {
+                break;
             }
         }
         for name in dirs.keys() {

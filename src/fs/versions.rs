@@ -229,14 +229,9 @@ impl Fs {
                     }
                 }
             }
-            match page.next_key_marker {
-                Some(key) => {
-                    let version = page.next_version_id_marker.as_deref().unwrap_or("");
-                    guard.follow("ListObjectVersions", &format!("{key}\n{version}"))?;
-                    request.key_marker = Some(key);
-                    request.version_id_marker = page.next_version_id_marker;
-                }
-                None => break,
+            let (key, version_id) = (page.next_key_marker, page.next_version_id_marker);
+            if !guard.next_versions_page(&mut request, key, version_id)? {
+                break;
             }
         }
         for versions in keys.values_mut() {

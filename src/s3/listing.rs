@@ -24,8 +24,40 @@ pub struct MarkerGuard {
 }
 
 impl MarkerGuard {
-    /// Call with each marker before following it.
-    pub fn follow(&mut self, operation: &'static str, marker: &str) -> Result<(), S3Error> {
+    /// Point `request` at the ListObjectsV2 page after one that ended with
+    /// `next`; `false` once the listing is complete.
+    pub fn next_page(
+        &mut self,
+        request: &mut ListRequest,
+        next: Option<String>,
+    ) -> Result<bool, S3Error> {
+        let Some(token) = next else {
+            return Ok(false);
+        };
+        self.follow("ListObjectsV2", &token)?;
+        request.continuation_token = Some(token);
+        Ok(true)
+    }
+
+    /// The same for ListObjectVersions, whose marker is a key and a
+    /// version id.
+    pub fn next_versions_page(
+        &mut self,
+        request: &mut ListVersionsRequest,
+        key: Option<String>,
+        version_id: Option<String>,
+    ) -> Result<bool, S3Error> {
+        let Some(key) = key else {
+            return Ok(false);
+        };
+        let marker = format!("{key}\n{}", version_id.as_deref().unwrap_or(""));
+        self.follow("ListObjectVersions", &marker)?;
+        request.key_marker = Some(key);
+        request.version_id_marker = version_id;
+        Ok(true)
+    }
+
+    fn follow(&mut self, operation: &'static str, marker: &str) -> Result<(), S3Error> {
         if self.seen.insert(marker.to_owned()) {
             return Ok(());
         }
@@ -57,19 +89,8 @@ impl S3Client {
             req = req.query("max-keys", m.to_string());
         }
         let (_, _, body) = self.send(&req).await?;
-        let page = req.parse(&body, xml::parse_list_objects)?;
-        if page.next_continuation_token.is_some()
-            && page.next_continuation_token == request.continuation_token
-        {
-            // A server that hands back the token it was given would keep us
-            // listing the same page for ever.
-            return Err(S3Error::invalid_response(
-                req.op,
-                None,
-                "server returned the same continuation token twice",
-            ));
-        }
-        Ok(page)
+        // A token that comes back is caught by the caller's MarkerGuard.
+        req.parse(&body, xml::parse_list_objects)
     }
 
     /// Follow ListObjectsV2 pagination and gather every page's objects and
@@ -94,12 +115,8 @@ impl S3Client {
             all.objects.extend(page.objects);
             all.common_prefixes.extend(page.common_prefixes);
             all.undecodable_keys.extend(page.undecodable_keys);
-            match page.next_continuation_token {
-                Some(token) => {
-                    guard.follow("ListObjectsV2", &token)?;
-                    request.continuation_token = Some(token);
-                }
-                None => return Ok(all),
+            if !guard.next_page(&mut request, page.next_continuation_token)? {
+                return Ok(all);
             }
         }
     }
@@ -126,18 +143,7 @@ impl S3Client {
             req = req.query("max-keys", m.to_string());
         }
         let (_, _, body) = self.send(&req).await?;
-        let page = req.parse(&body, xml::parse_list_versions)?;
-        if page.next_key_marker.is_some()
-            && page.next_key_marker == request.key_marker
-            && page.next_version_id_marker == request.version_id_marker
-        {
-            return Err(S3Error::invalid_response(
-                req.op,
-                None,
-                "server returned the same version markers twice",
-            ));
-        }
-        Ok(page)
+        req.parse(&body, xml::parse_list_versions)
     }
 
     /// Every version and delete marker under `prefix` (no delimiter), in
@@ -152,14 +158,9 @@ impl S3Client {
         loop {
             let page = self.list_object_versions(&request).await?;
             all.extend(page.versions);
-            match page.next_key_marker {
-                Some(key) => {
-                    let version = page.next_version_id_marker.as_deref().unwrap_or("");
-                    guard.follow("ListObjectVersions", &format!("{key}\n{version}"))?;
-                    request.key_marker = Some(key);
-                    request.version_id_marker = page.next_version_id_marker;
-                }
-                None => return Ok(all),
+            let (key, version_id) = (page.next_key_marker, page.next_version_id_marker);
+            if !guard.next_versions_page(&mut request, key, version_id)? {
+                return Ok(all);
             }
         }
     }
@@ -171,6 +172,7 @@ impl S3Client {
     ) -> Result<Vec<MultipartUploadInfo>, S3Error> {
         let mut markers: Option<(String, String)> = None;
         let mut all = Vec::new();
+        let mut guard = MarkerGuard::default();
         loop {
             let mut req = Request::new("ListMultipartUploads", Method::GET, None)
                 .query("uploads", "")
@@ -185,17 +187,11 @@ impl S3Client {
             let (_, _, body) = self.send(&req).await?;
             let (uploads, next) = req.parse(&body, xml::parse_list_uploads)?;
             all.extend(uploads);
-            match next {
-                Some(next) if Some(&next) != markers.as_ref() => markers = Some(next),
-                Some(_) => {
-                    return Err(S3Error::invalid_response(
-                        req.op,
-                        None,
-                        "server returned the same upload markers twice",
-                    ))
-                }
-                None => return Ok(all),
-            }
+            let Some((key, upload)) = next else {
+                return Ok(all);
+            };
+            guard.follow(req.op, &format!("{key}\n{upload}"))?;
+            markers = Some((key, upload));
         }
     }
 }
