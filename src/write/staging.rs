@@ -97,8 +97,7 @@ impl StagingDir {
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let pid: u32 = name.strip_prefix("staging-")?.parse().ok()?;
-                let alive =
-                    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+                let alive = pid == std::process::id() || process_running(pid);
                 (!alive).then(|| e.path())
             })
             .collect()
@@ -230,6 +229,46 @@ mod tests {
             err.to_string().contains("writable by group or others"),
             "{err}"
         );
+    }
+}
+
+/// Whether process `pid` is still running. A killed daemon whose parent
+/// has not reaped it yet (an orphan under an init that reaps late) stays in
+/// /proc as a zombie: it runs nothing and writes nothing, so it is gone.
+fn process_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        // pid (comm) state ...: the name may hold spaces and parentheses.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::process_running;
+
+    #[test]
+    fn a_zombie_is_not_running() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: a zombie once it has exited.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_running(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            !process_running(pid),
+            "an exited, unreaped child counts as gone"
+        );
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "still a zombie"
+        );
+        child.wait().unwrap();
+        assert!(process_running(std::process::id()));
     }
 }
 
