@@ -672,3 +672,65 @@ async fn a_directory_renamed_while_a_file_inside_is_open_for_writing() {
         "nothing written back under the old name"
     );
 }
+
+/// Filling a new directory (`cp -r`, `tar x`) costs one PUT per file: the
+/// mount knows the directory it made is empty and keeps track of the names
+/// it adds and removes there, so looking up each new name asks nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filling_a_new_directory_asks_nothing_but_the_puts() {
+    let c = new_bucket("wfill").await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    // A long metadata TTL, so that what is counted does not depend on how
+    // fast this machine runs the loop.
+    let mount = Mount::start(c.bucket(), &proxy.url, &["-o", "metadata_ttl=60s"]);
+    let root = mount.path.clone();
+    blocking(move || std::fs::create_dir(root.join("new")).unwrap()).await;
+    proxy.clear_seen();
+    let root = mount.path.clone();
+    blocking(move || {
+        let dir = root.join("new");
+        for i in 0..100 {
+            std::fs::write(dir.join(format!("f{i:03}")), format!("file {i}")).unwrap();
+        }
+        std::fs::create_dir(dir.join("sub")).unwrap();
+    })
+    .await;
+    let seen = proxy.seen();
+    let heads = seen.iter().filter(|s| s.method == "HEAD").count();
+    let lists = proxy.count("GET", "list-type=2");
+    let puts = seen.iter().filter(|s| s.method == "PUT").count();
+    assert_eq!(
+        (heads, lists),
+        (0, 0),
+        "no lookup asked the server: {seen:#?}"
+    );
+    assert_eq!(puts, 100 + 1, "one PUT per file and directory");
+    // The names it tracks stay true through removals.
+    let root = mount.path.clone();
+    let (gone, back) = blocking(move || {
+        let dir = root.join("new");
+        std::fs::remove_file(dir.join("f007")).unwrap();
+        std::fs::remove_dir(dir.join("sub")).unwrap();
+        let gone = (
+            dir.join("f007").exists(),
+            dir.join("sub").exists(),
+            dir.join("f008").exists(),
+        );
+        std::fs::write(dir.join("f007"), "again").unwrap();
+        let back = std::fs::read_to_string(dir.join("f007")).unwrap();
+        (gone, back)
+    })
+    .await;
+    assert_eq!(
+        gone,
+        (false, false, true),
+        "removed names are gone, others stay"
+    );
+    assert_eq!(back, "again");
+    let mut stored = keys(&c, "new/").await;
+    stored.retain(|k| k != "new/"); // the directory's own marker
+    stored.sort();
+    assert_eq!(stored.len(), 100);
+    assert_eq!(stored[7], "new/f007");
+    assert!(!stored.iter().any(|k| k.starts_with("new/sub")));
+}

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use crate::s3::{
     CredentialSources, Endpoint, RetryPolicy, S3Client, S3Config, ServerSideEncryption,
-    SseCustomerKey,
+    SseCustomerKey, UploadChecksum,
 };
 
 use super::units::parse_duration;
@@ -19,6 +19,19 @@ pub enum SseMode {
     /// Server-managed keys: SSE-B2 on Backblaze, SSE-S3 on AWS.
     #[value(alias = "sse-b2", alias = "sse-s3", alias = "AES256")]
     Aes256,
+}
+
+/// `--upload-checksum`: see `s3::checksum` for what each costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChecksumMode {
+    /// sha256 where the CPU has SHA instructions, else md5.
+    Auto,
+    /// Content-MD5.
+    Md5,
+    /// The body's SHA-256, signed as x-amz-content-sha256.
+    Sha256,
+    /// None: rely on TLS alone.
+    Off,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -74,6 +87,11 @@ pub struct S3Options {
     /// base64; must not be readable by group or others.
     #[arg(long, value_name = "FILE", conflicts_with = "sse")]
     pub sse_c_key_file: Option<PathBuf>,
+
+    /// Digest every upload carries for the server to check, so damaged
+    /// bytes are refused rather than stored.
+    #[arg(long, value_enum, value_name = "KIND", default_value = "auto")]
+    pub upload_checksum: ChecksumMode,
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -129,6 +147,13 @@ impl S3Options {
             .clone()
             .or_else(|| env_nonempty("AWS_CA_BUNDLE").map(PathBuf::from));
         config.sse = sse;
+        config.upload_checksum = match self.upload_checksum {
+            ChecksumMode::Auto => UploadChecksum::fastest(),
+            ChecksumMode::Md5 => UploadChecksum::Md5,
+            ChecksumMode::Sha256 => UploadChecksum::Sha256,
+            ChecksumMode::Off => UploadChecksum::Off,
+        };
+        tracing::debug!("uploads carry a {} digest", config.upload_checksum.name());
         S3Client::new(config).context("cannot create the S3 client")
     }
 }

@@ -38,7 +38,7 @@ pub(crate) enum Listed {
 }
 
 /// A directory's children as one listing showed them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Listing {
     pub entries: BTreeMap<String, Listed>,
     pub fetched_at: Instant,
@@ -63,6 +63,15 @@ pub(crate) struct Resolved {
 }
 
 impl Fs {
+    /// What a name index needs to know of a file made through the mount.
+    pub(crate) fn listed_file() -> Listed {
+        Listed::File {
+            size: 0,
+            mtime: SystemTime::now(),
+            etag: Arc::from(""),
+        }
+    }
+
     pub(crate) fn listed_attr(&self, listed: &Listed) -> (Attr, Option<Arc<str>>) {
         match listed {
             Listed::File { size, mtime, etag } => (
@@ -248,6 +257,37 @@ impl Fs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop(dir_path);
+    }
+
+    /// A child of `dir_path` was made, changed (`Some`, with its kind) or
+    /// removed (`None`) through this mount. A full listing no longer tells
+    /// the truth about it and is dropped; a name index (names only: file
+    /// attributes come from HEAD anyway) is kept true by adding or removing
+    /// the name, so that lookups in a directory being filled (`cp -r`,
+    /// `tar x`, a build) keep costing nothing for new names.
+    pub(crate) fn child_changed(&self, dir_path: &str, name: &str, now: Option<Listed>) {
+        self.invalidate_versions();
+        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        match listings.get_mut(dir_path) {
+            Some(listing) if listing.names_only => {
+                // Cloned only if a lookup holds it right now.
+                let entries = &mut Arc::make_mut(listing).entries;
+                match now {
+                    Some(listed) => entries.insert(name.to_owned(), listed),
+                    None => entries.remove(name),
+                };
+            }
+            Some(_) => {
+                listings.pop(dir_path);
+            }
+            None => {}
+        }
+    }
+
+    /// A directory this mount just made: it has no children, which
+    /// lookups may know without asking until `metadata_ttl` passes.
+    pub(crate) fn new_empty_dir(&self, dir_path: &str) {
+        self.cache_listing(dir_path, BTreeMap::new(), true);
     }
 
     fn negative_hit(&self, path: &str) -> bool {

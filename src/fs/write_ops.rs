@@ -18,6 +18,7 @@ use super::attr::{Attr, Kind};
 use super::error::{FsError, FsResult};
 use super::file::Opened;
 use super::inode::{Ino, Inode};
+use super::lookup::Listed;
 use super::{Fs, Handle, LocalFile, SharedDirty};
 use crate::s3::{CopySource, MetadataDirective, ObjectIdentifier, PutOptions};
 use crate::write::{mtime_value, BaseObject, DirtyFile, WriteContext};
@@ -43,7 +44,12 @@ pub struct Caller {
 }
 
 fn parent_of(path: &str) -> &str {
-    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+    split_path(path).0
+}
+
+/// A path's directory and name.
+fn split_path(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
 }
 
 impl Fs {
@@ -245,7 +251,7 @@ impl Fs {
             old.unlinked = true;
         }
         self.forget_missing(&path);
-        self.invalidate_listing(&parent_inode.path);
+        self.child_changed(&parent_inode.path, name, Some(Self::listed_file()));
         self.touch_dir(&parent_inode.path);
         let inode = self.inodes.remember(
             parent,
@@ -322,7 +328,8 @@ impl Fs {
                 i.valid_until = Instant::now() + self.config.metadata_ttl;
             });
         }
-        self.invalidate_listing(parent_of(&path));
+        let (dir, name) = split_path(&path);
+        self.child_changed(dir, name, Some(Self::listed_file()));
         if dirty.open_handles == 0 {
             self.drop_local(&path, dirty_arc, dirty);
         } else {
@@ -541,7 +548,15 @@ impl Fs {
         };
         let out = self.client.put_object(&key, body, &options).await?;
         self.forget_missing(&path);
-        self.invalidate_listing(&parent_inode.path);
+        let listed = if key_suffix == "/" {
+            self.new_empty_dir(&path);
+            Listed::Dir {
+                marker_time: Some(SystemTime::now()),
+            }
+        } else {
+            Self::listed_file()
+        };
+        self.child_changed(&parent_inode.path, name, Some(listed));
         self.touch_dir(&parent_inode.path);
         let attr = if key_suffix == "/" {
             self.config
@@ -639,7 +654,7 @@ impl Fs {
             self.pin_open_readers(&path).await;
             self.client.delete_object(&self.key(&path), None).await?;
         }
-        self.invalidate_listing(&parent_inode.path);
+        self.child_changed(&parent_inode.path, name, None);
         self.touch_dir(&parent_inode.path);
         self.remember_missing(&path);
         Ok(())
@@ -740,7 +755,7 @@ impl Fs {
         self.client
             .delete_object(&format!("{}/", self.key(&path)), None)
             .await?;
-        self.invalidate_listing(&parent_inode.path);
+        self.child_changed(&parent_inode.path, name, None);
         self.invalidate_listing(&path);
         self.touch_dir(&parent_inode.path);
         self.remember_missing(&path);

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use bytes::Bytes;
-use md5::{Digest, Md5};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 
+use super::checksum::{BodyDigest, UploadChecksum};
 use super::credentials::Credentials;
 use super::encode::{encode_key, key_is_addressable, query_string};
 use super::endpoint::Endpoint;
@@ -46,6 +46,8 @@ pub struct S3Config {
     /// Extra trusted CA certificates (PEM), on top of the system's.
     pub ca_bundle: Option<PathBuf>,
     pub sse: ServerSideEncryption,
+    /// The digest uploads carry for the server to check.
+    pub upload_checksum: UploadChecksum,
 }
 
 impl S3Config {
@@ -59,6 +61,7 @@ impl S3Config {
             read_timeout: Duration::from_secs(30),
             ca_bundle: None,
             sse: ServerSideEncryption::BucketDefault,
+            upload_checksum: UploadChecksum::fastest(),
         }
     }
 }
@@ -89,6 +92,7 @@ pub(crate) struct Inner {
     signer: Signer,
     retry: RetryPolicy,
     pub(crate) sse: ServerSideEncryption,
+    pub(crate) upload_checksum: UploadChecksum,
 }
 
 impl std::fmt::Debug for S3Client {
@@ -110,6 +114,9 @@ pub(crate) struct Request<'a> {
     pub query: Vec<(&'static str, String)>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The body's SHA-256 (hex), signed as `x-amz-content-sha256`; without
+    /// it the body is sent as `UNSIGNED-PAYLOAD`.
+    pub payload_sha256: Option<String>,
 }
 
 impl<'a> Request<'a> {
@@ -121,6 +128,7 @@ impl<'a> Request<'a> {
             query: Vec::new(),
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            payload_sha256: None,
         }
     }
 
@@ -179,19 +187,21 @@ impl<'a> Request<'a> {
 
     /// Set the body and its `Content-MD5`, which the server checks.
     pub fn body_with_md5(self, body: Bytes) -> Self {
-        let digest: [u8; 16] = Md5::digest(&body).into();
+        let digest = BodyDigest::compute(UploadChecksum::Md5, &body);
         self.body_with_digest(body, &digest)
     }
 
-    /// Set the body and the `Content-MD5` of a digest the caller already
-    /// computed (to check the ETag too): MD5 costs about a CPU-second per
+    /// Set the body with the digest the caller already computed (and
+    /// keeps, to check the ETag): a digest costs up to two CPU-seconds per
     /// GiB, too much to compute twice.
-    pub fn body_with_digest(mut self, body: Bytes, md5: &[u8; 16]) -> Self {
-        let md5 = BASE64.encode(md5);
-        if let Ok(v) = HeaderValue::from_str(&md5) {
-            self.headers
-                .insert(HeaderName::from_static("content-md5"), v);
+    pub fn body_with_digest(mut self, body: Bytes, digest: &BodyDigest) -> Self {
+        if let Some(md5) = &digest.md5 {
+            if let Ok(v) = HeaderValue::from_str(&BASE64.encode(md5)) {
+                self.headers
+                    .insert(HeaderName::from_static("content-md5"), v);
+            }
         }
+        self.payload_sha256 = digest.sha256_hex.clone();
         self.body = body;
         self
     }
@@ -251,6 +261,7 @@ impl S3Client {
                 signer,
                 retry: config.retry,
                 sse: config.sse,
+                upload_checksum: config.upload_checksum,
             }),
         })
     }
@@ -376,7 +387,12 @@ impl S3Client {
         let mut headers = req.headers.clone();
         self.inner
             .signer
-            .sign(req.method.as_str(), url, &mut headers)
+            .sign(
+                req.method.as_str(),
+                url,
+                &mut headers,
+                req.payload_sha256.as_deref(),
+            )
             .map_err(|e| S3Error::invalid_request(req.op, req.key, e))?;
         let response = self
             .inner

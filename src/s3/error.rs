@@ -152,6 +152,10 @@ impl S3Error {
                             | "ThrottlingException"
                             | "TooManyRequests"
                             | "RequestLimitExceeded"
+                            // The body arrived damaged: ours is intact,
+                            // so sending it again is the cure.
+                            | "BadDigest"
+                            | "XAmzContentSHA256Mismatch"
                     )
             }
             ErrorKind::Transport { .. } => true,
@@ -247,6 +251,8 @@ mod tests {
             (504, "GatewayTimeout"),
             (429, "TooManyRequests"),
             (400, "RequestTimeout"),
+            (400, "BadDigest"),
+            (400, "XAmzContentSHA256Mismatch"),
         ] {
             assert!(service(status, code).is_retryable(), "{status} {code}");
         }
@@ -256,6 +262,7 @@ mod tests {
             (404, "NoSuchKey"),
             (412, "PreconditionFailed"),
             (400, "InvalidArgument"),
+            (400, "InvalidDigest"),
         ] {
             assert!(!service(status, code).is_retryable(), "{status} {code}");
         }

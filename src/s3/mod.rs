@@ -3,11 +3,13 @@
 //! Layout: `client` (configuration, one signed request, the retry loop),
 //! one module per family of operations (`objects`, `listing`, `multipart`,
 //! `bucket`), and the pieces they share: `endpoint` (URLs and addressing),
-//! `credentials`, `signing` (SigV4), `sse` (encryption headers), `encode`
+//! `credentials`, `signing` (SigV4), `checksum` (the digest
+//! uploads carry), `sse` (encryption headers), `encode`
 //! (key and query encoding), `xml` (bodies), `retry` (when to try again) and
 //! `error` (what went wrong). This layer knows nothing of files or inodes.
 
 mod bucket;
+mod checksum;
 mod client;
 pub mod credentials;
 pub mod encode;
@@ -22,6 +24,7 @@ pub mod sse;
 mod types;
 pub mod xml;
 
+pub use checksum::UploadChecksum;
 pub use client::{ClientBuildError, S3Client, S3Config};
 pub use credentials::{CredentialSources, Credentials, CredentialsError};
 pub use endpoint::{Addressing, Endpoint, EndpointError};

@@ -12,6 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use reqwest::Method;
 
+use super::checksum::BodyDigest;
 use super::client::{Request, S3Client};
 use super::error::S3Error;
 use super::types::*;
@@ -142,11 +143,11 @@ impl S3Client {
         body: Bytes,
     ) -> Result<CompletedPart, S3Error> {
         check_part_number("UploadPart", key, part_number)?;
-        let md5: [u8; 16] = Md5::digest(&body).into();
+        let digest = BodyDigest::of(self.inner.upload_checksum, &body).await;
         let mut req = Request::new("UploadPart", Method::PUT, Some(key))
             .query("partNumber", part_number.to_string())
             .query("uploadId", upload_id.0.clone())
-            .body_with_digest(body, &md5);
+            .body_with_digest(body, &digest);
         self.sse().apply_for_access(&mut req.headers);
         let (_, headers, _) = self.send(&req).await?;
         let etag = headers
@@ -155,7 +156,7 @@ impl S3Client {
             .map(unquote_etag)
             .filter(|e| !e.is_empty())
             .ok_or_else(|| S3Error::invalid_response(req.op, Some(key), "no ETag for the part"))?;
-        self.check_etag(req.op, key, &etag, &md5);
+        self.check_etag(req.op, key, &etag, &digest);
         Ok(CompletedPart { part_number, etag })
     }
 

@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use md5::{Digest, Md5};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 
+use super::checksum::BodyDigest;
 use super::client::{transport_error_for, Request, S3Client};
 use super::error::{ErrorKind, S3Error};
 use super::types::*;
@@ -168,9 +168,9 @@ impl S3Client {
         body: Bytes,
         options: &PutOptions,
     ) -> Result<PutObjectOutput, S3Error> {
-        let md5: [u8; 16] = Md5::digest(&body).into();
+        let digest = BodyDigest::of(self.inner.upload_checksum, &body).await;
         let mut req =
-            Request::new("PutObject", Method::PUT, Some(key)).body_with_digest(body, &md5);
+            Request::new("PutObject", Method::PUT, Some(key)).body_with_digest(body, &digest);
         req = req.put_options(options)?;
         if options.if_none_match_any {
             req = req.header("if-none-match", "*")?;
@@ -185,15 +185,16 @@ impl S3Client {
                 .filter(|v| *v != "null")
                 .map(str::to_owned),
         };
-        self.check_etag(req.op, key, &out.etag, &md5);
+        self.check_etag(req.op, key, &out.etag, &digest);
         Ok(out)
     }
 
-    /// Compare a returned ETag with the MD5 of what was sent. The server has
-    /// already checked `Content-MD5`, so a mismatch here means a server whose
-    /// ETags are not MD5s (some encrypt or compress): worth a warning, not a
-    /// failed write.
-    pub(crate) fn check_etag(&self, op: &'static str, key: &str, etag: &str, md5: &[u8]) {
+    /// Compare a returned ETag with the MD5 of what was sent, when it was
+    /// computed. The server has already checked `Content-MD5`, so a
+    /// mismatch here means a server whose ETags are not MD5s (some encrypt
+    /// or compress): worth a warning, not a failed write.
+    pub(crate) fn check_etag(&self, op: &'static str, key: &str, etag: &str, digest: &BodyDigest) {
+        let Some(md5) = &digest.md5 else { return };
         if !self.sse().etag_is_md5()
             || etag.len() != 32
             || !etag.bytes().all(|b| b.is_ascii_hexdigit())

@@ -3,10 +3,10 @@
 //! S3 differs from other AWS services in two ways that matter here: the path
 //! is signed exactly as sent (no second percent-encoding, no `.`/`//`
 //! normalisation), and every request carries `x-amz-content-sha256`. Bodies
-//! are sent as `UNSIGNED-PAYLOAD`: their integrity is carried by a
-//! `Content-MD5` header, which is itself signed, so hashing every byte twice
-//! (SHA-256 for the signature and MD5 for B2, which rejects checksum headers)
-//! is not needed.
+//! are sent as `UNSIGNED-PAYLOAD` unless the caller hashed them with
+//! SHA-256 to have the server check them (see `checksum.rs`); a
+//! `Content-MD5` header, the other way to have them checked, is signed like
+//! any header, so no body is ever hashed twice.
 
 use std::time::SystemTime;
 
@@ -41,12 +41,14 @@ impl Signer {
     }
 
     /// Add the signature headers (`authorization`, `x-amz-date`,
-    /// `x-amz-content-sha256`, `x-amz-security-token`) to `headers`.
+    /// `x-amz-content-sha256`, `x-amz-security-token`) to `headers`, for a
+    /// body whose SHA-256 is `payload_sha256` (hex) or is left unsigned.
     pub(crate) fn sign(
         &self,
         method: &str,
         url: &str,
         headers: &mut HeaderMap,
+        payload_sha256: Option<&str>,
     ) -> Result<(), String> {
         let mut settings = SigningSettings::default();
         settings.percent_encoding_mode = PercentEncodingMode::Single;
@@ -69,7 +71,10 @@ impl Signer {
             method,
             url,
             pairs.into_iter(),
-            SignableBody::UnsignedPayload,
+            match payload_sha256 {
+                Some(hex) => SignableBody::Precomputed(hex.to_owned()),
+                None => SignableBody::UnsignedPayload,
+            },
         )
         .map_err(|e| format!("cannot sign request: {e}"))?;
         let (instructions, _signature) = sign(request, &params)

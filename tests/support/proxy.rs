@@ -52,6 +52,9 @@ pub enum Fault {
     },
     /// Forward, send the headers and the first `n` body bytes, then reset.
     CutBodyAfter(usize),
+    /// Flip one bit of the request body on its way, as a bad link or NIC
+    /// would: the server's digest check must catch it.
+    DamageBody,
 }
 
 impl Fault {
@@ -84,6 +87,10 @@ pub struct Seen {
     pub method: String,
     pub path_and_query: String,
     pub header_names: Vec<String>,
+    /// The digest the request asked the server to check its body against:
+    /// "md5" (Content-MD5), "sha256" (a signed x-amz-content-sha256) or
+    /// none.
+    pub digest: Option<&'static str>,
     pub fault: Option<Fault>,
 }
 
@@ -293,6 +300,7 @@ fn take_fault(
     method: &str,
     path_and_query: &str,
     header_names: Vec<String>,
+    digest: Option<&'static str>,
 ) -> Option<Fault> {
     let mut state = state.lock().unwrap();
     let index = state
@@ -333,9 +341,40 @@ fn take_fault(
         method: method.to_owned(),
         path_and_query: path_and_query.to_owned(),
         header_names,
+        digest,
         fault: fault.clone(),
     });
     fault
+}
+
+/// The body's SHA-256 as signed in `x-amz-content-sha256`, if it is one
+/// (not `UNSIGNED-PAYLOAD` or a streaming marker).
+fn signed_payload(headers: &hyper::HeaderMap) -> Option<String> {
+    let value = headers.get("x-amz-content-sha256")?.to_str().ok()?;
+    (value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| value.to_ascii_lowercase())
+}
+
+/// S3's error code for a body that does not match the digest it came with.
+fn digest_mismatch(headers: &hyper::HeaderMap, body: &[u8]) -> Option<&'static str> {
+    use base64::Engine;
+    use md5::Digest;
+    if let Some(md5) = headers.get("content-md5").and_then(|v| v.to_str().ok()) {
+        let actual = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body));
+        if md5 != actual {
+            return Some("BadDigest");
+        }
+    }
+    if let Some(sha) = signed_payload(headers) {
+        let actual: String = sha2::Sha256::digest(body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if sha != actual {
+            return Some("XAmzContentSHA256Mismatch");
+        }
+    }
+    None
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -361,7 +400,14 @@ async fn handle(
         .keys()
         .map(|n| n.as_str().to_owned())
         .collect();
-    let fault = take_fault(&state, &method, &path_and_query, header_names);
+    let digest = if req.headers().contains_key("content-md5") {
+        Some("md5")
+    } else if signed_payload(req.headers()).is_some() {
+        Some("sha256")
+    } else {
+        None
+    };
+    let fault = take_fault(&state, &method, &path_and_query, header_names, digest);
     let latency = state.lock().unwrap().latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -398,11 +444,28 @@ async fn handle(
         return Err(std::io::Error::other("injected: server unreachable"));
     }
     let (parts, body) = req.into_parts();
-    let body = body
+    let mut body = body
         .collect()
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?
         .to_bytes();
+    if matches!(fault, Some(Fault::DamageBody)) && !body.is_empty() {
+        let mut damaged = body.to_vec();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0x10;
+        body = Bytes::from(damaged);
+    }
+    // Check the body's digests as S3 and B2 do (moto checks neither), so a
+    // damaged body is refused rather than stored.
+    if let Some(code) = digest_mismatch(&parts.headers, &body) {
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>the body does not match its digest (test proxy)</Message></Error>"
+        );
+        return Ok(Response::builder()
+            .status(400)
+            .body(full(body))
+            .expect("response"));
+    }
     // Like S3 and B2, refuse an empty part: moto accepts one, which would
     // hide a client that sends them.
     let is_part = parts.method == hyper::Method::PUT
