@@ -485,3 +485,109 @@ async fn extended_attributes_are_not_supported() {
         2
     );
 }
+
+/// Stat-ahead: a walk through a directory's files in name order gets the
+/// HEADs of the next files started before they are asked for and answers
+/// with each file's own size and metadata. A walk in another order starts
+/// nothing extra.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_through_a_directory_heads_ahead() {
+    let c = new_bucket("statahead").await;
+    let mode = PutOptions {
+        user_metadata: [("mode".to_owned(), (libc::S_IFREG | 0o640).to_string())].into(),
+        ..Default::default()
+    };
+    for i in 0..100usize {
+        c.put_object(&format!("d/f{i:03}"), Bytes::from(vec![b'x'; i]), &mode)
+            .await
+            .unwrap();
+    }
+    for i in 0..30 {
+        put(&c, &format!("e/g{i:02}"), b"e").await;
+    }
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    let mount = Mount::start(c.bucket(), &proxy.url, &["-o", "metadata_ttl=60s"]);
+    let (d, e) = (mount.path.join("d"), mount.path.join("e"));
+    blocking({
+        let (d, e) = (d.clone(), e.clone());
+        move || (std::fs::metadata(d).unwrap(), std::fs::metadata(e).unwrap())
+    })
+    .await;
+    proxy.clear_seen();
+    let stat = |dir: &std::path::Path, i: usize| {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir.join(format!("f{i:03}"))).unwrap();
+        (meta.len(), meta.permissions().mode() & 0o7777)
+    };
+    let first: Vec<_> = blocking({
+        let d = d.clone();
+        move || (0..10).map(|i| stat(&d, i)).collect()
+    })
+    .await;
+    assert!(
+        support::wait_until(std::time::Duration::from_secs(10), || proxy
+            .count("HEAD", "/d/")
+            > 12),
+        "HEADs went ahead of the walk: {} for 10 stats",
+        proxy.count("HEAD", "/d/")
+    );
+    let rest: Vec<_> = blocking({
+        let d = d.clone();
+        move || (10..100).map(|i| stat(&d, i)).collect()
+    })
+    .await;
+    for (i, (len, mode)) in first.iter().chain(rest.iter()).enumerate() {
+        assert_eq!(*len, i as u64, "f{i:03}'s own size");
+        assert_eq!(*mode, 0o640, "f{i:03}'s own mode");
+    }
+    let heads = proxy.count("HEAD", "/d/");
+    assert!(heads <= 100 + 40, "about one HEAD per file: {heads}");
+
+    // Backwards: no walk is recognised, one HEAD per file.
+    proxy.clear_seen();
+    let sizes: Vec<u64> = blocking(move || {
+        (0..30)
+            .rev()
+            .map(|i| std::fs::metadata(e.join(format!("g{i:02}"))).unwrap().len())
+            .collect()
+    })
+    .await;
+    assert!(sizes.iter().all(|s| *s == 1));
+    let heads = proxy.count("HEAD", "/e/");
+    assert!(heads <= 31, "{heads} HEADs for 30 stats in reverse");
+}
+
+/// A HEAD that stat-ahead started before a file changed through the mount
+/// is never the answer afterwards. The file is open (the kernel knows it)
+/// while the walk passes it, is rewritten and closed, and is looked up again
+/// once the kernel's entry expires but while the early HEAD is still young.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_ahead_never_answers_from_before_a_change() {
+    use std::io::Write;
+    let c = new_bucket("statstale").await;
+    for i in 0..20 {
+        put(&c, &format!("d/f{i:02}"), b"old").await;
+    }
+    let ttl = std::time::Duration::from_secs(3);
+    let mount = Mount::start(c.bucket(), &server().endpoint, &["-o", "metadata_ttl=3s"]);
+    let d = mount.path.join("d");
+    let len = blocking(move || {
+        let mut open = std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.join("f10"))
+            .unwrap();
+        std::thread::sleep(ttl / 3);
+        // The walk passes f10: its HEAD is started ahead ("old").
+        for i in 0..10 {
+            std::fs::metadata(d.join(format!("f{i:02}"))).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        open.write_all(b"new and longer").unwrap();
+        drop(open); // saved
+                    // The kernel's entry for f10 (from the open) expires first.
+        std::thread::sleep(ttl * 2 / 3 + std::time::Duration::from_millis(300));
+        std::fs::metadata(d.join("f10")).unwrap().len()
+    })
+    .await;
+    assert_eq!(len, "new and longer".len() as u64);
+}

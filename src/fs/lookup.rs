@@ -249,6 +249,7 @@ impl Fs {
     /// history, which every change extends).
     pub(crate) fn invalidate_listing(&self, dir_path: &str) {
         self.invalidate_versions();
+        self.stat_ahead.clear();
         self.listings
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -267,6 +268,7 @@ impl Fs {
     /// `tar x`, a build) keep costing nothing for new names.
     pub(crate) fn child_changed(&self, dir_path: &str, name: &str, now: Option<Listed>) {
         self.invalidate_versions();
+        self.stat_ahead.clear();
         let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
         match listings.get_mut(dir_path) {
             Some(listing) if listing.names_only => {
@@ -354,7 +356,15 @@ impl Fs {
             // The directory's names are known: a missing one costs nothing,
             // a file one HEAD for its metadata.
             Some(None) => None,
-            Some(Some(Listed::File { .. })) => self.resolve_file(&path).await?,
+            Some(Some(Listed::File { .. })) => {
+                if let Some(listing) = &listing {
+                    self.stat_ahead
+                        .follow(&self.client, dir_path, name, &listing.entries, |n| {
+                            self.key(&child_path(dir_path, n))
+                        });
+                }
+                self.resolve_file(&path).await?
+            }
             Some(Some(Listed::Dir { .. })) | None => self.resolve_remote(&path).await?,
         };
         if resolved.is_none() {
@@ -363,10 +373,19 @@ impl Fs {
         Ok(resolved)
     }
 
-    /// HEAD `key`, known not to be a directory.
+    /// HEAD `key`, known not to be a directory (or take the answer of a
+    /// HEAD stat-ahead started).
     async fn resolve_file(&self, path: &str) -> FsResult<Option<Resolved>> {
         let key = self.key(path);
-        match self.client.head_object(&key, None).await {
+        let answer = match self.stat_ahead.take(&key) {
+            Some(prefetched) => match prefetched.await {
+                Ok(answer) => answer,
+                // Its task was dropped (shutting down): ask now.
+                Err(_) => self.client.head_object(&key, None).await,
+            },
+            None => self.client.head_object(&key, None).await,
+        };
+        match answer {
             Ok(meta) => Ok(Some(self.head_resolved(meta))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),

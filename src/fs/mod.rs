@@ -17,6 +17,7 @@ mod file;
 pub mod inode;
 mod lookup;
 pub mod names;
+mod stat_ahead;
 mod versions;
 mod write_ops;
 
@@ -104,6 +105,8 @@ pub struct Fs {
     cold_dirs: Mutex<LruCache<String, lookup::ColdDir>>,
     /// Paths known not to exist, until the instant given.
     negative: Mutex<HashMap<String, Instant>>,
+    /// HEADs started ahead of a walk through a directory's files.
+    stat_ahead: stat_ahead::StatAhead,
     handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
     read_ctx: Arc<ReadContext>,
@@ -151,6 +154,7 @@ impl Fs {
                 NonZeroUsize::new(COLD_DIRS).unwrap_or(NonZeroUsize::MIN),
             )),
             negative: Mutex::new(HashMap::new()),
+            stat_ahead: stat_ahead::StatAhead::new(config.metadata_ttl),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             read_ctx,
