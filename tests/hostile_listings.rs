@@ -40,6 +40,11 @@ fn list_request(method: &str, path_and_query: &str) -> Option<(String, Option<St
 /// One ListObjectsV2 page (url-encoded keys, as asked), with `token` as
 /// the next continuation token if given.
 fn page(prefix: &str, keys: &[String], token: Option<&str>) -> Fault {
+    page_with_dirs(prefix, keys, &[], token)
+}
+
+/// `page` with common prefixes (directories) too.
+fn page_with_dirs(prefix: &str, keys: &[String], dirs: &[&str], token: Option<&str>) -> Fault {
     let mut xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
          <ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
@@ -59,6 +64,11 @@ fn page(prefix: &str, keys: &[String], token: Option<&str>) -> Fault {
             "<Contents><Key>{key}</Key><LastModified>2026-11-01T00:00:00.000Z</LastModified>\
              <ETag>\"etag{i}\"</ETag><Size>{}</Size><StorageClass>STANDARD</StorageClass></Contents>",
             key.len()
+        ));
+    }
+    for dir in dirs {
+        xml.push_str(&format!(
+            "<CommonPrefixes><Prefix>{dir}</Prefix></CommonPrefixes>"
         ));
     }
     xml.push_str("</ListBucketResult>");
@@ -274,4 +284,62 @@ async fn keys_of_1024_bytes_are_shown_and_read() {
     })
     .await;
     assert_eq!(longer.raw_os_error(), Some(libc::ENAMETOOLONG));
+}
+
+/// Entries stream out page by page, yet a file and a directory of one name
+/// (`x` and `x/...`) still show once, as the directory, when the file ends
+/// one page and the directory comes in the next. A page that cannot be
+/// fetched fails the listing: no silently short directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_split_across_pages_shows_once_and_a_lost_page_is_an_error() {
+    let c = new_bucket("split").await;
+    put(&c, "split/", b"").await;
+    put(&c, "broken/", b"").await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    proxy.respond_with(Arc::new(|method, path| {
+        let (prefix, token) = list_request(method, path)?;
+        let keys = |names: &[&str]| -> Vec<String> {
+            names.iter().map(|n| format!("{prefix}{n}")).collect()
+        };
+        match (prefix.as_str(), token.as_deref()) {
+            ("split/", None) => Some(page("split/", &keys(&["a.txt", "x"]), Some("two"))),
+            ("split/", Some(_)) => Some(page_with_dirs(
+                "split/",
+                &keys(&["z.txt"]),
+                &["split/x/"],
+                None,
+            )),
+            ("broken/", None) => Some(page("broken/", &keys(&["first"]), Some("two"))),
+            ("broken/", Some(_)) => Some(Fault::internal_error()),
+            _ => None,
+        }
+    }));
+    let mount = Mount::start(c.bucket(), &proxy.url, &["-o", "max_attempts=2"]);
+    let dir = mount.path.join("split");
+    let entries = blocking(move || {
+        let mut entries: Vec<(String, bool)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.file_type().unwrap().is_dir(),
+                )
+            })
+            .collect();
+        entries.sort();
+        entries
+    })
+    .await;
+    assert_eq!(
+        entries,
+        [
+            ("a.txt".to_owned(), false),
+            ("x".to_owned(), true),
+            ("z.txt".to_owned(), false)
+        ]
+    );
+    let broken = list(mount.path.join("broken")).await;
+    let err = broken.expect_err("a listing with a lost page is an error");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
 }

@@ -409,6 +409,16 @@ fn serve(
         allow_other: acl != SessionACL::Owner,
         default_permissions,
     };
+    // SIGINT and SIGTERM are caught from before the mount appears: a
+    // signal sent as soon as it is visible must unmount, not kill.
+    let (mut term, mut interrupt) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _context = runtime.enter();
+        (
+            signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        )
+    };
     let (session, unmounter) = mount_session(adapter, mountpoint, &kernel, acl, args)?;
     // Shared by the signal handler (unmount) and the end of the session
     // (detach a dead mount).
@@ -425,16 +435,8 @@ fn serve(
     let signal_fs = fs.clone();
     let signal_unmounter = unmounter.clone();
     runtime.spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("cannot watch SIGTERM: {e}");
-                    return;
-                }
-            };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupt.recv() => {}
             _ = term.recv() => {}
         }
         tracing::info!("signal received: saving pending writes, then unmounting {shown}");

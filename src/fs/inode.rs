@@ -5,7 +5,9 @@
 //! life of the mount even after the kernel forgets it and looks it up again,
 //! while memory holds only the inodes the kernel currently knows. A hash
 //! collision (two live paths, one number) moves the newcomer to the next
-//! free number.
+//! free number. A rename keeps the numbers the kernel holds, so the table
+//! also indexes inodes by their current path: a renamed file must be found
+//! under its new name, not given a second inode there.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -42,7 +44,24 @@ impl Inode {
 }
 
 pub struct InodeTable {
-    inodes: Mutex<HashMap<Ino, Inode>>,
+    inner: Mutex<Table>,
+}
+
+struct Table {
+    by_ino: HashMap<Ino, Inode>,
+    /// The inode each path names now.
+    by_path: HashMap<Arc<str>, Ino>,
+}
+
+impl Table {
+    /// A number for a new inode of `path`: its hash, or the next free one.
+    fn free_ino(&self, path: &str) -> Ino {
+        let mut ino = hash_ino(path);
+        while self.by_ino.contains_key(&ino) {
+            ino = ino.wrapping_add(1).max(2);
+        }
+        ino
+    }
 }
 
 fn hash_ino(path: &str) -> Ino {
@@ -75,16 +94,19 @@ impl InodeTable {
             lookups: 1,
         };
         InodeTable {
-            inodes: Mutex::new(HashMap::from([(ROOT_INO, root)])),
+            inner: Mutex::new(Table {
+                by_path: HashMap::from([(root.path.clone(), ROOT_INO)]),
+                by_ino: HashMap::from([(ROOT_INO, root)]),
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Ino, Inode>> {
-        self.inodes.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn get(&self, ino: Ino) -> Option<Inode> {
-        self.lock().get(&ino).cloned()
+        self.lock().by_ino.get(&ino).cloned()
     }
 
     /// Record what is known of `path` (a child of `parent`) and count one
@@ -98,83 +120,90 @@ impl InodeTable {
         valid_until: Instant,
         lookup: bool,
     ) -> Inode {
-        let mut inodes = self.lock();
-        let mut ino = hash_ino(path);
-        loop {
-            match inodes.get_mut(&ino) {
-                Some(existing) if &*existing.path == path => {
-                    existing.attr = attr;
-                    existing.valid_until = valid_until;
-                    if etag.is_some() {
-                        existing.etag = etag;
-                    }
-                    existing.parent = parent;
-                    if lookup {
-                        existing.lookups += 1;
-                    }
-                    return existing.clone();
+        let mut table = self.lock();
+        if let Some(ino) = table.by_path.get(path).copied() {
+            if let Some(existing) = table.by_ino.get_mut(&ino) {
+                existing.attr = attr;
+                existing.valid_until = valid_until;
+                if etag.is_some() {
+                    existing.etag = etag;
                 }
-                Some(_) => ino = ino.wrapping_add(1).max(2),
-                None => break,
+                existing.parent = parent;
+                if lookup {
+                    existing.lookups += 1;
+                }
+                return existing.clone();
             }
         }
+        let ino = table.free_ino(path);
+        let path: Arc<str> = Arc::from(path);
         let inode = Inode {
             ino,
             parent,
-            path: Arc::from(path),
+            path: path.clone(),
             attr,
             valid_until,
             etag,
             cached_etag: None,
             lookups: u64::from(lookup),
         };
-        inodes.insert(ino, inode.clone());
+        table.by_ino.insert(ino, inode.clone());
+        table.by_path.insert(path, ino);
         inode
     }
 
     /// The number `path` has, or would get, without registering it.
     pub fn peek_ino(&self, path: &str) -> Ino {
-        let inodes = self.lock();
-        let mut ino = hash_ino(path);
-        while let Some(existing) = inodes.get(&ino) {
-            if &*existing.path == path {
-                break;
-            }
-            ino = ino.wrapping_add(1).max(2);
+        let table = self.lock();
+        match table.by_path.get(path) {
+            Some(ino) => *ino,
+            None => table.free_ino(path),
         }
-        ino
     }
 
     /// Refresh the attributes of a known inode.
     pub fn update(&self, ino: Ino, f: impl FnOnce(&mut Inode)) -> Option<Inode> {
-        let mut inodes = self.lock();
-        let inode = inodes.get_mut(&ino)?;
+        let mut table = self.lock();
+        let inode = table.by_ino.get_mut(&ino)?;
         f(inode);
         Some(inode.clone())
     }
 
     /// The inode currently holding `path`, if any.
     pub fn find(&self, path: &str) -> Option<Ino> {
-        self.lock()
-            .values()
-            .find(|i| &*i.path == path)
-            .map(|i| i.ino)
+        self.lock().by_path.get(path).copied()
     }
 
     /// After a rename: `from` (and everything below it) is now `to`. The
     /// inodes keep their numbers, which the kernel holds.
     pub fn rename(&self, from: &str, to: &str, new_parent: Ino) {
         let below = format!("{from}/");
-        let mut inodes = self.lock();
-        for inode in inodes.values_mut() {
-            if &*inode.path == from {
-                inode.path = Arc::from(to);
+        let mut table = self.lock();
+        let table = &mut *table;
+        let mut moved = Vec::new();
+        for inode in table.by_ino.values_mut() {
+            let new_path = if &*inode.path == from {
                 inode.parent = new_parent;
-                inode.valid_until = Instant::now();
+                to.to_owned()
             } else if let Some(rest) = inode.path.strip_prefix(&below) {
-                inode.path = Arc::from(format!("{to}/{rest}"));
-                inode.valid_until = Instant::now();
+                format!("{to}/{rest}")
+            } else {
+                continue;
+            };
+            let old = std::mem::replace(&mut inode.path, Arc::from(new_path));
+            inode.valid_until = Instant::now();
+            moved.push((old, inode.path.clone(), inode.ino));
+        }
+        for (old, _, ino) in &moved {
+            if table.by_path.get(old) == Some(ino) {
+                table.by_path.remove(old);
             }
+        }
+        // The moved inodes take their new paths over from whatever held
+        // them (a replaced target, which keeps its number until the kernel
+        // forgets it).
+        for (_, new, ino) in moved {
+            table.by_path.insert(new, ino);
         }
     }
 
@@ -183,21 +212,26 @@ impl InodeTable {
         if ino == ROOT_INO {
             return;
         }
-        let mut inodes = self.lock();
-        if let Some(inode) = inodes.get_mut(&ino) {
-            inode.lookups = inode.lookups.saturating_sub(n);
-            if inode.lookups == 0 {
-                inodes.remove(&ino);
+        let mut table = self.lock();
+        let Some(inode) = table.by_ino.get_mut(&ino) else {
+            return;
+        };
+        inode.lookups = inode.lookups.saturating_sub(n);
+        if inode.lookups == 0 {
+            let path = inode.path.clone();
+            table.by_ino.remove(&ino);
+            if table.by_path.get(&path) == Some(&ino) {
+                table.by_path.remove(&path);
             }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_ino.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().by_ino.is_empty()
     }
 }
 
@@ -244,7 +278,7 @@ mod tests {
         let a = t.remember(ROOT_INO, "x", attr(), None, now, true);
         // Forge a collision: put another path where "y" would hash.
         let y_ino = hash_ino("y");
-        t.lock().insert(
+        t.lock().by_ino.insert(
             y_ino,
             Inode {
                 ino: y_ino,
@@ -255,5 +289,27 @@ mod tests {
         let y = t.remember(ROOT_INO, "y", attr(), None, now, true);
         assert_ne!(y.ino, y_ino);
         assert_eq!(&*t.get(y.ino).unwrap().path, "y");
+    }
+
+    #[test]
+    fn a_renamed_inode_is_found_under_its_new_name() {
+        let t = InodeTable::new(attr());
+        let now = Instant::now();
+        let dir = t.remember(ROOT_INO, "d", attr(), None, now, true);
+        let inner = t.remember(dir.ino, "d/f", attr(), None, now, true);
+        let target = t.remember(ROOT_INO, "e", attr(), None, now, true);
+        t.rename("d", "e", ROOT_INO);
+        // The kernel keeps its numbers; a lookup of the new names (or
+        // readdirplus) must give them, not new inodes.
+        assert_eq!(
+            t.remember(ROOT_INO, "e", attr(), None, now, true).ino,
+            dir.ino
+        );
+        assert_eq!(t.find("e/f"), Some(inner.ino));
+        assert_eq!(t.peek_ino("e/f"), inner.ino);
+        assert_eq!(t.find("d"), None);
+        // The replaced target is forgotten without taking the name along.
+        t.forget(target.ino, 1);
+        assert_eq!(t.find("e"), Some(dir.ino));
     }
 }

@@ -12,6 +12,7 @@
 //! from then on its names answer misses for free and files with one HEAD.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -46,6 +47,23 @@ pub(crate) struct Listing {
     /// says which names exist, but a file's attributes still come from a
     /// HEAD, so that s3fs metadata (mode, owner, mtime, symlinks) is right.
     pub names_only: bool,
+}
+
+/// A directory listing being fetched page by page.
+pub(crate) struct DirPages {
+    pub prefix: String,
+    request: ListRequest,
+    guard: MarkerGuard,
+    /// The last page has been fetched.
+    pub done: bool,
+}
+
+/// One page of a directory listing: its files and directories (by name,
+/// each in key order), and the greatest key it reached.
+pub(crate) struct DirPage {
+    pub files: Vec<(String, Listed)>,
+    pub dirs: Vec<String>,
+    pub last_key: String,
 }
 
 /// What uncached lookups have found out about a directory lately.
@@ -100,17 +118,6 @@ impl Fs {
         }
     }
 
-    /// List a directory: every page of ListObjectsV2 under its prefix.
-    pub(crate) async fn list_dir(&self, dir_path: &str) -> FsResult<Arc<Listing>> {
-        if let Some(listing) = self.cached_listing(dir_path) {
-            return Ok(listing);
-        }
-        let listing = self.fetch_listing(dir_path, None).await?.ok_or_else(|| {
-            FsError::new(libc::EIO, "a listing without a page limit stopped early")
-        })?;
-        Ok(self.cache_listing(dir_path, listing, false))
-    }
-
     /// ListObjectsV2 of a directory, every page, or `None` if it takes more
     /// than `max_pages`.
     async fn fetch_listing(
@@ -118,83 +125,145 @@ impl Fs {
         dir_path: &str,
         max_pages: Option<usize>,
     ) -> FsResult<Option<BTreeMap<String, Listed>>> {
-        let prefix = self.dir_prefix(dir_path);
-        let mut request = ListRequest {
-            prefix: prefix.clone(),
-            delimiter: Some("/".into()),
-            ..Default::default()
-        };
+        let mut pages = self.dir_pages(dir_path);
         let mut files = BTreeMap::new();
         let mut dirs = BTreeMap::new();
-        let mut guard = MarkerGuard::default();
-        let mut pages = 0;
+        let mut count = 0;
         loop {
-            if max_pages.is_some_and(|max| pages >= max) {
+            if max_pages.is_some_and(|max| count >= max) {
                 return Ok(None);
             }
-            pages += 1;
-            let page = self.client.list_objects(&request).await?;
-            for raw in &page.undecodable_keys {
-                self.odd_keys.hidden(
-                    raw,
-                    "its listed name does not decode (bad URL encoding or UTF-8)",
-                );
-            }
-            for object in page.objects {
-                let Some(name) = object.key.strip_prefix(&prefix) else {
-                    continue;
-                };
-                if name.is_empty() {
-                    // The directory's own marker object.
-                    continue;
-                }
-                if !is_valid_name(name) {
-                    self.odd_keys.hidden(&object.key, "not a valid file name");
-                    continue;
-                }
-                files.insert(
-                    name.to_owned(),
-                    Listed::File {
-                        size: object.size,
-                        mtime: object.last_modified,
-                        etag: Arc::from(object.etag),
-                    },
-                );
-            }
-            for common in page.common_prefixes {
-                let name = common
-                    .strip_prefix(&prefix)
-                    .and_then(|rest| rest.strip_suffix('/'))
-                    .unwrap_or("");
-                if !is_valid_name(name) {
-                    self.odd_keys.hidden(&common, "not a valid directory name");
-                    continue;
-                }
-                dirs.insert(name.to_owned(), Listed::Dir { marker_time: None });
-            }
-            if !guard.next_page(&mut request, page.next_continuation_token)? {
+            count += 1;
+            let Some(page) = self.next_dir_page(&mut pages).await? else {
+                break;
+            };
+            files.extend(page.files);
+            dirs.extend(
+                page.dirs
+                    .into_iter()
+                    .map(|name| (name, Listed::Dir { marker_time: None })),
+            );
+            if pages.done {
                 break;
             }
         }
         for name in dirs.keys() {
             if files.remove(name).is_some() {
-                self.odd_keys.hidden(
-                    &format!("{prefix}{name}"),
-                    "a directory of the same name exists, and the directory wins",
-                );
+                self.shadowed_by_dir(&pages.prefix, name);
             }
         }
         files.extend(dirs);
-        if dir_path.is_empty()
-            && self.versions_enabled()
-            && files.remove(versions::VERSIONS_DIR).is_some()
-        {
-            self.odd_keys.hidden(
-                &format!("{prefix}{}", versions::VERSIONS_DIR),
-                "the name is taken by the versions view (-o versions=off shows it)",
-            );
+        if let Some(name) = self.hidden_by_versions(dir_path) {
+            if files.remove(name).is_some() {
+                self.taken_by_versions(&pages.prefix);
+            }
         }
         Ok(Some(files))
+    }
+
+    /// The pages of a directory's listing, to be fetched one by one.
+    pub(crate) fn dir_pages(&self, dir_path: &str) -> DirPages {
+        let prefix = self.dir_prefix(dir_path);
+        DirPages {
+            request: ListRequest {
+                prefix: prefix.clone(),
+                delimiter: Some("/".into()),
+                ..Default::default()
+            },
+            prefix,
+            guard: MarkerGuard::default(),
+            done: false,
+        }
+    }
+
+    /// The next page of a directory's listing, its names checked (odd
+    /// ones hidden and logged); `None` once the last was fetched.
+    pub(crate) async fn next_dir_page(&self, pages: &mut DirPages) -> FsResult<Option<DirPage>> {
+        if pages.done {
+            return Ok(None);
+        }
+        let page = self.client.list_objects(&pages.request).await?;
+        let prefix = &pages.prefix;
+        for raw in &page.undecodable_keys {
+            self.odd_keys.hidden(
+                raw,
+                "its listed name does not decode (bad URL encoding or UTF-8)",
+            );
+        }
+        let mut last_key = String::new();
+        let mut files = Vec::with_capacity(page.objects.len());
+        for object in page.objects {
+            if object.key > last_key {
+                last_key.clone_from(&object.key);
+            }
+            let Some(name) = object.key.strip_prefix(prefix.as_str()) else {
+                continue;
+            };
+            if name.is_empty() {
+                // The directory's own marker object.
+                continue;
+            }
+            if !is_valid_name(name) {
+                self.odd_keys.hidden(&object.key, "not a valid file name");
+                continue;
+            }
+            files.push((
+                name.to_owned(),
+                Listed::File {
+                    size: object.size,
+                    mtime: object.last_modified,
+                    etag: Arc::from(object.etag),
+                },
+            ));
+        }
+        let mut dirs = Vec::with_capacity(page.common_prefixes.len());
+        for common in page.common_prefixes {
+            if common > last_key {
+                last_key.clone_from(&common);
+            }
+            let name = common
+                .strip_prefix(prefix.as_str())
+                .and_then(|rest| rest.strip_suffix('/'))
+                .unwrap_or("");
+            if !is_valid_name(name) {
+                self.odd_keys.hidden(&common, "not a valid directory name");
+                continue;
+            }
+            dirs.push(name.to_owned());
+        }
+        pages.done = !pages
+            .guard
+            .next_page(&mut pages.request, page.next_continuation_token)?;
+        Ok(Some(DirPage {
+            files,
+            dirs,
+            last_key,
+        }))
+    }
+
+    /// A file hidden because a directory has its name (the directory wins).
+    pub(crate) fn shadowed_by_dir(&self, prefix: &str, name: &str) {
+        self.odd_keys.hidden(
+            &format!("{prefix}{name}"),
+            "a directory of the same name exists, and the directory wins",
+        );
+    }
+
+    /// The name in `dir_path` the versions view takes, if any.
+    pub(crate) fn hidden_by_versions(&self, dir_path: &str) -> Option<&'static str> {
+        (dir_path.is_empty() && self.versions_enabled()).then_some(versions::VERSIONS_DIR)
+    }
+
+    pub(crate) fn taken_by_versions(&self, prefix: &str) {
+        self.odd_keys.hidden(
+            &format!("{prefix}{}", versions::VERSIONS_DIR),
+            "the name is taken by the versions view (-o versions=off shows it)",
+        );
+    }
+
+    /// Where listings stand: pass it to `cache_listing_since`.
+    pub(crate) fn listing_epoch(&self) -> u64 {
+        self.listing_epoch.load(Ordering::SeqCst)
     }
 
     fn cache_listing(
@@ -203,15 +272,29 @@ impl Fs {
         entries: BTreeMap<String, Listed>,
         names_only: bool,
     ) -> Arc<Listing> {
+        self.cache_listing_since(dir_path, entries, names_only, self.listing_epoch())
+    }
+
+    /// Cache a listing whose fetch began at `epoch`, unless this mount
+    /// changed something since (the listing may not show it; the next
+    /// lookup lists again). Returned either way, for the caller's use.
+    pub(crate) fn cache_listing_since(
+        &self,
+        dir_path: &str,
+        entries: BTreeMap<String, Listed>,
+        names_only: bool,
+        epoch: u64,
+    ) -> Arc<Listing> {
         let listing = Arc::new(Listing {
             entries,
             fetched_at: Instant::now(),
             names_only,
         });
-        self.listings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(dir_path.to_owned(), listing.clone());
+        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock that changes take too.
+        if self.listing_epoch() == epoch {
+            listings.put(dir_path.to_owned(), listing.clone());
+        }
         listing
     }
 
@@ -233,8 +316,11 @@ impl Fs {
                 }
             }
         }
+        let epoch = self.listing_epoch();
         match self.fetch_listing(dir_path, Some(1)).await? {
-            Some(entries) => Ok(Some(self.cache_listing(dir_path, entries, true))),
+            Some(entries) => Ok(Some(
+                self.cache_listing_since(dir_path, entries, true, epoch),
+            )),
             None => {
                 self.cold_dirs
                     .lock()
@@ -250,10 +336,10 @@ impl Fs {
     pub(crate) fn invalidate_listing(&self, dir_path: &str) {
         self.invalidate_versions();
         self.stat_ahead.clear();
-        self.listings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop(dir_path);
+        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        self.listing_epoch.fetch_add(1, Ordering::SeqCst);
+        listings.pop(dir_path);
+        drop(listings);
         self.cold_dirs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -270,6 +356,7 @@ impl Fs {
         self.invalidate_versions();
         self.stat_ahead.clear();
         let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        self.listing_epoch.fetch_add(1, Ordering::SeqCst);
         match listings.get_mut(dir_path) {
             Some(listing) if listing.names_only => {
                 // Cloned only if a lookup holds it right now.

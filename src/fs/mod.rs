@@ -100,6 +100,9 @@ pub struct Fs {
     config: FsConfig,
     inodes: inode::InodeTable,
     listings: Mutex<LruCache<String, Arc<Listing>>>,
+    /// Bumped by every change that makes cached listings wrong: a listing
+    /// fetched across one is not cached (it may miss the change).
+    listing_epoch: AtomicU64,
     /// Directories where lookups missed every cache lately (see
     /// `lookup::name_index`).
     cold_dirs: Mutex<LruCache<String, lookup::ColdDir>>,
@@ -150,6 +153,7 @@ impl Fs {
             listings: Mutex::new(LruCache::new(
                 NonZeroUsize::new(LISTING_CACHE_DIRS).unwrap_or(NonZeroUsize::MIN),
             )),
+            listing_epoch: AtomicU64::new(0),
             cold_dirs: Mutex::new(LruCache::new(
                 NonZeroUsize::new(COLD_DIRS).unwrap_or(NonZeroUsize::MIN),
             )),

@@ -23,7 +23,7 @@ use fuser::{
 };
 use tokio::runtime::Handle;
 
-use crate::fs::{Attr, Caller, Fs, FsError, Inode, Kind, SetAttr};
+use crate::fs::{Attr, Caller, DirEntry, DirSnapshot, Fs, FsError, FsResult, Inode, Kind, SetAttr};
 
 /// Largest read and write the kernel sends in one request.
 const MAX_IO: u32 = 1024 * 1024;
@@ -550,30 +550,24 @@ impl fuser::Filesystem for FuseAdapter {
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let snapshot = match self.fs.dir_snapshot(fh.0) {
             Ok(s) => s,
             Err(e) => return reply.error(errno(&e)),
         };
         // Offsets: 1 is ".", 2 is "..", 3.. are the entries.
-        let mut next = offset;
-        while next < 2 + snapshot.entries.len() as u64 {
-            let full = match next {
-                0 => reply.add(INodeNo(snapshot.dir), 1, FileType::Directory, "."),
-                1 => reply.add(INodeNo(snapshot.parent), 2, FileType::Directory, ".."),
-                n => {
-                    let entry = &snapshot.entries[(n - 2) as usize];
-                    let ino = self.fs.entry_ino(&snapshot, entry);
-                    reply.add(INodeNo(ino), n + 1, file_type(entry.attr.kind), &entry.name)
-                }
-            };
-            if full {
-                break;
-            }
-            next += 1;
+        let from = offset.saturating_sub(2) as usize;
+        // Answered here when the snapshot has the entries (or has ended),
+        // on the runtime when they are still being listed.
+        if let Some(entries) = snapshot.ready(from) {
+            return fill_readdir(&self.fs, &snapshot, offset, entries, reply);
         }
-        reply.ok();
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            let entries = snapshot.entries_from(from).await;
+            fill_readdir(&fs, &snapshot, offset, entries, reply);
+        });
     }
 
     fn readdirplus(
@@ -582,58 +576,21 @@ impl fuser::Filesystem for FuseAdapter {
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
         let snapshot = match self.fs.dir_snapshot(fh.0) {
             Ok(s) => s,
             Err(e) => return reply.error(errno(&e)),
         };
-        let ttl: Duration = self.fs.ttl();
-        let mut next = offset;
-        while next < 2 + snapshot.entries.len() as u64 {
-            let full = match next {
-                // "." and ".." carry no attributes and take no reference.
-                0 | 1 => {
-                    let (ino, name) = if next == 0 {
-                        (snapshot.dir, ".")
-                    } else {
-                        (snapshot.parent, "..")
-                    };
-                    let mut attr = file_attr(ino, &self.fs.config().attrs.dir(None));
-                    attr.ino = INodeNo(ino);
-                    reply.add(
-                        INodeNo(ino),
-                        next + 1,
-                        name,
-                        &Duration::ZERO,
-                        &attr,
-                        Generation(0),
-                    )
-                }
-                n => {
-                    let entry = &snapshot.entries[(n - 2) as usize];
-                    let inode = self.fs.entry_inode(&snapshot, entry);
-                    let full = reply.add(
-                        INodeNo(inode.ino),
-                        n + 1,
-                        &entry.name,
-                        &ttl,
-                        &inode_attr(&inode),
-                        Generation(0),
-                    );
-                    if full {
-                        // Not sent: give back the reference just counted.
-                        self.fs.forget(inode.ino, 1);
-                    }
-                    full
-                }
-            };
-            if full {
-                break;
-            }
-            next += 1;
+        let from = offset.saturating_sub(2) as usize;
+        if let Some(entries) = snapshot.ready(from) {
+            return fill_readdirplus(&self.fs, &snapshot, offset, entries, reply);
         }
-        reply.ok();
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            let entries = snapshot.entries_from(from).await;
+            fill_readdirplus(&fs, &snapshot, offset, entries, reply);
+        });
     }
 
     fn releasedir(
@@ -691,4 +648,104 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         unsupported!("link", reply, libc::EPERM);
     }
+}
+
+/// Answer a readdir at `offset` with `entries` (the snapshot's from that
+/// offset): "." and ".." first, then as many entries as the reply holds.
+fn fill_readdir(
+    fs: &Fs,
+    snapshot: &DirSnapshot,
+    offset: u64,
+    entries: FsResult<Vec<DirEntry>>,
+    mut reply: ReplyDirectory,
+) {
+    let entries = match entries {
+        Ok(entries) => entries,
+        // "." and ".." can still be given; the error comes with the next
+        // call, where no entry is left to give.
+        Err(_) if offset < 2 => Vec::new(),
+        Err(e) => return reply.error(failed("readdir", &e)),
+    };
+    let mut next = offset;
+    for special in offset..2 {
+        let (ino, name) = if special == 0 {
+            (snapshot.dir, ".")
+        } else {
+            (snapshot.parent, "..")
+        };
+        if reply.add(INodeNo(ino), special + 1, FileType::Directory, name) {
+            return reply.ok();
+        }
+        next += 1;
+    }
+    for entry in &entries {
+        let ino = fs.entry_ino(snapshot, entry);
+        if reply.add(
+            INodeNo(ino),
+            next + 1,
+            file_type(entry.attr.kind),
+            &entry.name,
+        ) {
+            break;
+        }
+        next += 1;
+    }
+    reply.ok();
+}
+
+/// `fill_readdir` for readdirplus: each entry with its attributes, and a
+/// lookup reference the kernel now holds.
+fn fill_readdirplus(
+    fs: &Fs,
+    snapshot: &DirSnapshot,
+    offset: u64,
+    entries: FsResult<Vec<DirEntry>>,
+    mut reply: ReplyDirectoryPlus,
+) {
+    let entries = match entries {
+        Ok(entries) => entries,
+        Err(_) if offset < 2 => Vec::new(),
+        Err(e) => return reply.error(failed("readdirplus", &e)),
+    };
+    let ttl: Duration = fs.ttl();
+    let mut next = offset;
+    // "." and ".." carry no attributes and take no reference.
+    for special in offset..2 {
+        let (ino, name) = if special == 0 {
+            (snapshot.dir, ".")
+        } else {
+            (snapshot.parent, "..")
+        };
+        let mut attr = file_attr(ino, &fs.config().attrs.dir(None));
+        attr.ino = INodeNo(ino);
+        if reply.add(
+            INodeNo(ino),
+            special + 1,
+            name,
+            &Duration::ZERO,
+            &attr,
+            Generation(0),
+        ) {
+            return reply.ok();
+        }
+        next += 1;
+    }
+    for entry in &entries {
+        let inode = fs.entry_inode(snapshot, entry);
+        let full = reply.add(
+            INodeNo(inode.ino),
+            next + 1,
+            &entry.name,
+            &ttl,
+            &inode_attr(&inode),
+            Generation(0),
+        );
+        if full {
+            // Not sent: give back the reference just counted.
+            fs.forget(inode.ino, 1);
+            break;
+        }
+        next += 1;
+    }
+    reply.ok();
 }
