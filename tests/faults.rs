@@ -5,7 +5,7 @@
 mod support;
 
 use support::mount::Mount;
-use support::proxy::{Fault, FaultProxy};
+use support::proxy::{Crc32cSupport, Fault, FaultProxy};
 use support::{blocking, new_bucket, server, sha256, test_data};
 
 const MIB: usize = 1024 * 1024;
@@ -189,7 +189,7 @@ async fn a_slow_link_gives_exact_bytes() {
 /// and B2 do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_damaged_on_the_way_is_refused_and_sent_again() {
-    for mode in ["md5", "sha256"] {
+    for mode in ["crc32c", "md5", "sha256"] {
         let c = new_bucket(&format!("damage-{mode}")).await;
         let proxy = FaultProxy::start(&server().endpoint).await;
         let options = format!("part_size=5MiB,upload_checksum={mode}");
@@ -233,6 +233,87 @@ async fn a_body_damaged_on_the_way_is_refused_and_sent_again() {
         for s in &uploads {
             assert_eq!(s.digest, Some(mode), "{mode}: {s:?}");
         }
+    }
+}
+
+/// `auto` sends CRC32Cs to a server that checks them (and says so), and
+/// falls back to SHA-256 or MD5 for one that ignores them or refuses them
+/// (B2) without losing a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_checksums_are_crc32c_where_the_server_checks_them() {
+    for (support, name) in [
+        (Crc32cSupport::Checked, "checked"),
+        (Crc32cSupport::Ignored, "ignored"),
+        (Crc32cSupport::Refused, "refused"),
+    ] {
+        let c = new_bucket(&format!("auto-crc-{name}")).await;
+        let proxy = FaultProxy::start(&server().endpoint).await;
+        proxy.crc32c(support);
+        let mount = Mount::start(c.bucket(), &proxy.url, &["-o", "part_size=5MiB"]);
+        let big = test_data(12 * MIB, 9);
+        let root = mount.path.clone();
+        blocking({
+            let big = big.clone();
+            move || {
+                std::fs::write(root.join("big.bin"), &big).unwrap();
+                std::fs::write(root.join("one.txt"), b"one").unwrap();
+                std::fs::write(root.join("two.txt"), b"two").unwrap();
+            }
+        })
+        .await;
+        for (key, expected) in [
+            ("big.bin", &big[..]),
+            ("one.txt", &b"one"[..]),
+            ("two.txt", &b"two"[..]),
+        ] {
+            let (_, stored) = c.get_object_bytes(key, Default::default()).await.unwrap();
+            assert_eq!(sha256(&stored), sha256(expected), "{name}: {key}");
+        }
+        let seen = proxy.seen();
+        let uploads: Vec<_> = seen
+            .iter()
+            .filter(|s| {
+                s.method == "PUT" && !s.header_names.iter().any(|h| h == "x-amz-copy-source")
+            })
+            .collect();
+        let creates: Vec<_> = seen
+            .iter()
+            .filter(|s| s.method == "POST" && s.path_and_query.contains("uploads"))
+            .collect();
+        let declares_crc = |s: &&support::proxy::Seen| {
+            s.header_names
+                .iter()
+                .any(|h| h == "x-amz-checksum-algorithm")
+        };
+        let fallback = |s: &&support::proxy::Seen| matches!(s.digest, Some("sha256" | "md5"));
+        match support {
+            Crc32cSupport::Checked => {
+                assert!(
+                    uploads.iter().all(|s| s.digest == Some("crc32c")),
+                    "{uploads:?}"
+                );
+                assert!(
+                    creates.len() == 1 && declares_crc(&creates[0]),
+                    "{creates:?}"
+                );
+            }
+            Crc32cSupport::Ignored => {
+                // Parts sent before the first answer still carry one; what
+                // is sent after it does not.
+                assert_eq!(uploads[0].digest, Some("crc32c"), "{uploads:?}");
+                assert!(uploads.iter().rev().take(2).all(fallback), "{uploads:?}");
+            }
+            Crc32cSupport::Refused => {
+                // The upload is created again without the checksum; every
+                // body goes with the fallback digest.
+                assert!(
+                    creates.len() == 2 && declares_crc(&creates[0]) && !declares_crc(&creates[1]),
+                    "{creates:?}"
+                );
+                assert!(uploads.iter().all(fallback), "{uploads:?}");
+            }
+        }
+        assert!(uploads.len() >= 3 + 2, "{name}: {uploads:?}");
     }
 }
 

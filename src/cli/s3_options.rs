@@ -24,8 +24,11 @@ pub enum SseMode {
 /// `--upload-checksum`: see `s3::checksum` for what each costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ChecksumMode {
-    /// sha256 where the CPU has SHA instructions, else md5.
+    /// crc32c where the server confirms checking it (not B2), else sha256
+    /// where the CPU has SHA instructions, else md5.
     Auto,
+    /// x-amz-checksum-crc32c (AWS, Garage, MinIO; not B2).
+    Crc32c,
     /// Content-MD5.
     Md5,
     /// The body's SHA-256, signed as x-amz-content-sha256.
@@ -148,12 +151,12 @@ impl S3Options {
             .or_else(|| env_nonempty("AWS_CA_BUNDLE").map(PathBuf::from));
         config.sse = sse;
         config.upload_checksum = match self.upload_checksum {
-            ChecksumMode::Auto => UploadChecksum::fastest(),
-            ChecksumMode::Md5 => UploadChecksum::Md5,
-            ChecksumMode::Sha256 => UploadChecksum::Sha256,
-            ChecksumMode::Off => UploadChecksum::Off,
+            ChecksumMode::Auto => None,
+            ChecksumMode::Crc32c => Some(UploadChecksum::Crc32c),
+            ChecksumMode::Md5 => Some(UploadChecksum::Md5),
+            ChecksumMode::Sha256 => Some(UploadChecksum::Sha256),
+            ChecksumMode::Off => Some(UploadChecksum::Off),
         };
-        tracing::debug!("uploads carry a {} digest", config.upload_checksum.name());
         S3Client::new(config).context("cannot create the S3 client")
     }
 }

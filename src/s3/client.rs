@@ -15,7 +15,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 
-use super::checksum::{BodyDigest, UploadChecksum};
+use super::checksum::{BodyDigest, ChecksumChoice, UploadChecksum};
 use super::credentials::Credentials;
 use super::encode::{encode_key, key_is_addressable, query_string};
 use super::endpoint::Endpoint;
@@ -46,8 +46,9 @@ pub struct S3Config {
     /// Extra trusted CA certificates (PEM), on top of the system's.
     pub ca_bundle: Option<PathBuf>,
     pub sse: ServerSideEncryption,
-    /// The digest uploads carry for the server to check.
-    pub upload_checksum: UploadChecksum,
+    /// The digest uploads carry for the server to check; `None` chooses
+    /// (see `checksum.rs`).
+    pub upload_checksum: Option<UploadChecksum>,
 }
 
 impl S3Config {
@@ -61,7 +62,7 @@ impl S3Config {
             read_timeout: Duration::from_secs(30),
             ca_bundle: None,
             sse: ServerSideEncryption::BucketDefault,
-            upload_checksum: UploadChecksum::fastest(),
+            upload_checksum: None,
         }
     }
 }
@@ -92,7 +93,7 @@ pub(crate) struct Inner {
     signer: Signer,
     retry: RetryPolicy,
     pub(crate) sse: ServerSideEncryption,
-    pub(crate) upload_checksum: UploadChecksum,
+    pub(crate) checksum: ChecksumChoice,
 }
 
 impl std::fmt::Debug for S3Client {
@@ -103,6 +104,9 @@ impl std::fmt::Debug for S3Client {
             .finish_non_exhaustive()
     }
 }
+
+/// The header that carries (and, in answers, confirms) a body's CRC32C.
+pub(crate) const CRC32C_HEADER: &str = "x-amz-checksum-crc32c";
 
 /// One request as an operation describes it, before URL, signature and
 /// retries are added.
@@ -201,6 +205,12 @@ impl<'a> Request<'a> {
                     .insert(HeaderName::from_static("content-md5"), v);
             }
         }
+        if let Some(crc) = digest.crc32c_base64() {
+            if let Ok(v) = HeaderValue::from_str(&crc) {
+                self.headers
+                    .insert(HeaderName::from_static(CRC32C_HEADER), v);
+            }
+        }
         self.payload_sha256 = digest.sha256_hex.clone();
         self.body = body;
         self
@@ -253,6 +263,7 @@ impl S3Client {
             .build()
             .map_err(|e| ClientBuildError::Http(error_chain(&e)))?;
         let signer = Signer::new(&config.credentials, &config.endpoint.region);
+        let checksum = ChecksumChoice::new(config.upload_checksum, config.endpoint.is_b2());
         Ok(S3Client {
             inner: Arc::new(Inner {
                 http,
@@ -261,7 +272,7 @@ impl S3Client {
                 signer,
                 retry: config.retry,
                 sse: config.sse,
-                upload_checksum: config.upload_checksum,
+                checksum,
             }),
         })
     }

@@ -139,6 +139,14 @@ impl Endpoint {
         })
     }
 
+    /// Whether this is a Backblaze B2 endpoint, which refuses the
+    /// `x-amz-checksum-*` headers.
+    pub fn is_b2(&self) -> bool {
+        self.base
+            .host_str()
+            .is_some_and(|h| h == "backblazeb2.com" || h.ends_with(".backblazeb2.com"))
+    }
+
     pub fn is_https(&self) -> bool {
         self.base.scheme() == "https"
     }
@@ -216,6 +224,22 @@ mod tests {
             e.url("photos", "a/b.txt", ""),
             "https://photos.s3.us-west-004.backblazeb2.com/a/b.txt"
         );
+    }
+
+    #[test]
+    fn b2_endpoints_are_known_as_b2() {
+        let b2 = Endpoint::resolve(None, Some("us-west-004"), "photos", false).unwrap();
+        assert!(b2.is_b2());
+        let aws = Endpoint::resolve(None, Some("eu-west-1"), "photos", false).unwrap();
+        assert!(!aws.is_b2());
+        let lookalike = Endpoint::resolve(
+            Some("https://notbackblazeb2.com.example.org"),
+            Some("x"),
+            "photos",
+            false,
+        )
+        .unwrap();
+        assert!(!lookalike.is_b2());
     }
 
     #[test]

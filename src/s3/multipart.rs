@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use reqwest::Method;
 
-use super::checksum::BodyDigest;
+use super::checksum::{BodyDigest, UploadChecksum};
 use super::client::{Request, S3Client};
 use super::error::S3Error;
 use super::types::*;
@@ -121,20 +121,33 @@ impl S3Client {
     }
 
     /// Start a multipart upload; `options` are the final object's metadata.
+    /// Where uploads carry CRC32Cs, the upload is created with that
+    /// checksum (S3 refuses parts carrying one the upload was not created
+    /// with).
     pub async fn create_multipart_upload(
         &self,
         key: &str,
         options: &PutOptions,
     ) -> Result<UploadId, S3Error> {
-        let mut req =
-            Request::new("CreateMultipartUpload", Method::POST, Some(key)).query("uploads", "");
-        req = req.put_options(options)?;
-        self.sse().apply_for_write(&mut req.headers);
-        let (_, _, body) = self.send(&req).await?;
-        req.parse(&body, xml::parse_initiate_multipart)
+        loop {
+            let crc32c = self.upload_checksum() == UploadChecksum::Crc32c;
+            let mut req =
+                Request::new("CreateMultipartUpload", Method::POST, Some(key)).query("uploads", "");
+            req = req.put_options(options)?;
+            if crc32c {
+                req = req.header("x-amz-checksum-algorithm", "CRC32C")?;
+            }
+            self.sse().apply_for_write(&mut req.headers);
+            match self.send(&req).await {
+                Ok((_, _, body)) => return req.parse(&body, xml::parse_initiate_multipart),
+                Err(e) if crc32c && self.refused_crc32c(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
-    /// Upload one part, with `Content-MD5`.
+    /// Upload one part, with the digest the server checks (sent again with
+    /// another one if the server refused a CRC32C).
     pub async fn upload_part(
         &self,
         key: &str,
@@ -143,21 +156,34 @@ impl S3Client {
         body: Bytes,
     ) -> Result<CompletedPart, S3Error> {
         check_part_number("UploadPart", key, part_number)?;
-        let digest = BodyDigest::of(self.inner.upload_checksum, &body).await;
-        let mut req = Request::new("UploadPart", Method::PUT, Some(key))
-            .query("partNumber", part_number.to_string())
-            .query("uploadId", upload_id.0.clone())
-            .body_with_digest(body, &digest);
-        self.sse().apply_for_access(&mut req.headers);
-        let (_, headers, _) = self.send(&req).await?;
-        let etag = headers
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(unquote_etag)
-            .filter(|e| !e.is_empty())
-            .ok_or_else(|| S3Error::invalid_response(req.op, Some(key), "no ETag for the part"))?;
-        self.check_etag(req.op, key, &etag, &digest);
-        Ok(CompletedPart { part_number, etag })
+        loop {
+            let digest = BodyDigest::of(self.upload_checksum(), &body).await;
+            let mut req = Request::new("UploadPart", Method::PUT, Some(key))
+                .query("partNumber", part_number.to_string())
+                .query("uploadId", upload_id.0.clone())
+                .body_with_digest(body.clone(), &digest);
+            self.sse().apply_for_access(&mut req.headers);
+            let headers = match self.send(&req).await {
+                Ok((_, headers, _)) => headers,
+                Err(e) if digest.crc32c.is_some() && self.refused_crc32c(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let etag = headers
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .map(unquote_etag)
+                .filter(|e| !e.is_empty())
+                .ok_or_else(|| {
+                    S3Error::invalid_response(req.op, Some(key), "no ETag for the part")
+                })?;
+            self.check_etag(req.op, key, &etag, &digest);
+            self.check_crc32c_confirmed(&headers, &digest);
+            return Ok(CompletedPart {
+                part_number,
+                etag,
+                checksum_crc32c: digest.crc32c_base64(),
+            });
+        }
     }
 
     /// Copy a byte range of an existing object into a part, server-side.
@@ -191,8 +217,12 @@ impl S3Client {
         self.sse().apply_for_access(&mut req.headers);
         self.sse().apply_for_copy_source(&mut req.headers);
         let (_, _, body) = self.send(&req).await?;
-        let (etag, _) = req.parse(&body, |t| xml::parse_etag_result(t, "CopyPartResult"))?;
-        Ok(CompletedPart { part_number, etag })
+        let (etag, checksum_crc32c) = req.parse(&body, xml::parse_copy_part_result)?;
+        Ok(CompletedPart {
+            part_number,
+            etag,
+            checksum_crc32c,
+        })
     }
 
     /// Complete an upload from its parts (in ascending part order).
@@ -311,10 +341,12 @@ mod tests {
             CompletedPart {
                 part_number: 1,
                 etag: "0cc175b9c0f1b6a831c399e269772661".into(),
+                checksum_crc32c: None,
             },
             CompletedPart {
                 part_number: 2,
                 etag: "92eb5ffee6ae2fec3ad71c777531578f".into(),
+                checksum_crc32c: None,
             },
         ];
         let etag = multipart_etag(&parts).unwrap();
@@ -322,6 +354,7 @@ mod tests {
         let odd = [CompletedPart {
             part_number: 1,
             etag: "not-an-md5".into(),
+            checksum_crc32c: None,
         }];
         assert_eq!(multipart_etag(&odd), None);
     }

@@ -10,8 +10,8 @@ use futures::StreamExt;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 
-use super::checksum::BodyDigest;
-use super::client::{transport_error_for, Request, S3Client};
+use super::checksum::{BodyDigest, UploadChecksum};
+use super::client::{transport_error_for, Request, S3Client, CRC32C_HEADER};
 use super::error::{ErrorKind, S3Error};
 use super::types::*;
 use super::xml::{self, parse_timestamp, unquote_etag};
@@ -161,32 +161,67 @@ impl S3Client {
         }
     }
 
-    /// PutObject: store `body` as `key` in one request, with `Content-MD5`.
+    /// PutObject: store `body` as `key` in one request, with the digest
+    /// the server checks (sent again with another one if the server
+    /// refused a CRC32C).
     pub async fn put_object(
         &self,
         key: &str,
         body: Bytes,
         options: &PutOptions,
     ) -> Result<PutObjectOutput, S3Error> {
-        let digest = BodyDigest::of(self.inner.upload_checksum, &body).await;
-        let mut req =
-            Request::new("PutObject", Method::PUT, Some(key)).body_with_digest(body, &digest);
-        req = req.put_options(options)?;
-        if options.if_none_match_any {
-            req = req.header("if-none-match", "*")?;
+        loop {
+            let digest = BodyDigest::of(self.upload_checksum(), &body).await;
+            let mut req = Request::new("PutObject", Method::PUT, Some(key))
+                .body_with_digest(body.clone(), &digest);
+            req = req.put_options(options)?;
+            if options.if_none_match_any {
+                req = req.header("if-none-match", "*")?;
+            }
+            self.sse().apply_for_write(&mut req.headers);
+            let headers = match self.send(&req).await {
+                Ok((_, headers, _)) => headers,
+                Err(e) if digest.crc32c.is_some() && self.refused_crc32c(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let out = PutObjectOutput {
+                etag: header_str(&headers, "etag")
+                    .map(unquote_etag)
+                    .unwrap_or_default(),
+                version_id: header_str(&headers, "x-amz-version-id")
+                    .filter(|v| *v != "null")
+                    .map(str::to_owned),
+            };
+            self.check_etag(req.op, key, &out.etag, &digest);
+            self.check_crc32c_confirmed(&headers, &digest);
+            return Ok(out);
         }
-        self.sse().apply_for_write(&mut req.headers);
-        let (_, headers, _) = self.send(&req).await?;
-        let out = PutObjectOutput {
-            etag: header_str(&headers, "etag")
-                .map(unquote_etag)
-                .unwrap_or_default(),
-            version_id: header_str(&headers, "x-amz-version-id")
-                .filter(|v| *v != "null")
-                .map(str::to_owned),
-        };
-        self.check_etag(req.op, key, &out.etag, &digest);
-        Ok(out)
+    }
+
+    /// The digest the next upload carries.
+    pub(crate) fn upload_checksum(&self) -> UploadChecksum {
+        self.inner.checksum.current()
+    }
+
+    /// A server that checked a CRC32C says so by sending it back; one that
+    /// did not has stored the body unchecked, and `auto` stops relying on
+    /// CRC32C (see `checksum.rs`).
+    pub(crate) fn check_crc32c_confirmed(&self, headers: &HeaderMap, digest: &BodyDigest) {
+        if digest.crc32c.is_some() && !headers.contains_key(CRC32C_HEADER) {
+            self.inner.checksum.crc32c_unconfirmed();
+        }
+    }
+
+    /// Whether `e` is the server refusing a CRC32C header (B2 and some
+    /// others do) and uploads now carry another digest, so the request is
+    /// worth sending again.
+    pub(crate) fn refused_crc32c(&self, e: &S3Error) -> bool {
+        matches!(e.status(), Some(400 | 501))
+            && matches!(
+                e.code(),
+                Some("InvalidRequest" | "InvalidArgument" | "NotImplemented")
+            )
+            && self.inner.checksum.crc32c_refused()
     }
 
     /// Compare a returned ETag with the MD5 of what was sent, when it was

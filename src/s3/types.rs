@@ -143,6 +143,9 @@ pub struct UploadId(pub String);
 pub struct CompletedPart {
     pub part_number: u32,
     pub etag: String,
+    /// The part's CRC32C (base64) when the upload checks them: listed in
+    /// CompleteMultipartUpload, as S3 asks of uploads created with one.
+    pub checksum_crc32c: Option<String>,
 }
 
 /// A part as ListParts reports it.

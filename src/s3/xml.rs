@@ -361,6 +361,24 @@ struct ETagResultXml {
     last_modified: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+struct CopyPartResultXml {
+    #[serde(rename = "ETag")]
+    etag: String,
+    #[serde(rename = "ChecksumCRC32C")]
+    checksum_crc32c: Option<String>,
+}
+
+/// The ETag of a CopyPartResult, and the part's CRC32C when the server
+/// gives one (S3 does for uploads created with that checksum).
+pub fn parse_copy_part_result(body: &str) -> Result<(String, Option<String>), XmlError> {
+    let xml: CopyPartResultXml = from_xml(body, "CopyPartResult")?;
+    Ok((
+        unquote_etag(&xml.etag),
+        xml.checksum_crc32c.filter(|c| !c.is_empty()),
+    ))
+}
+
 /// The ETag (and time) in a CopyObjectResult, CopyPartResult or
 /// CompleteMultipartUploadResult.
 pub fn parse_etag_result(body: &str, what: &str) -> Result<(String, Option<SystemTime>), XmlError> {
@@ -526,10 +544,14 @@ pub fn complete_multipart_body(parts: &[CompletedPart]) -> String {
     let mut out = String::from("<CompleteMultipartUpload>");
     for p in parts {
         out.push_str(&format!(
-            "<Part><PartNumber>{}</PartNumber><ETag>\"{}\"</ETag></Part>",
+            "<Part><PartNumber>{}</PartNumber><ETag>\"{}\"</ETag>",
             p.part_number,
             escape(p.etag.as_str())
         ));
+        if let Some(crc) = &p.checksum_crc32c {
+            out.push_str(&format!("<ChecksumCRC32C>{}</ChecksumCRC32C>", escape(crc)));
+        }
+        out.push_str("</Part>");
     }
     out.push_str("</CompleteMultipartUpload>");
     out
@@ -663,19 +685,41 @@ mod tests {
     }
 
     #[test]
+    fn copy_part_results_give_their_crc32c_when_there_is_one() {
+        let with = "<CopyPartResult><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"e1\"</ETag><ChecksumCRC32C>Nks/tw==</ChecksumCRC32C></CopyPartResult>";
+        assert_eq!(
+            parse_copy_part_result(with).unwrap(),
+            ("e1".to_owned(), Some("Nks/tw==".to_owned()))
+        );
+        let without = "<CopyPartResult><ETag>\"e2\"</ETag></CopyPartResult>";
+        assert_eq!(
+            parse_copy_part_result(without).unwrap(),
+            ("e2".to_owned(), None)
+        );
+    }
+
+    #[test]
     fn request_bodies_escape_keys() {
         let body = delete_objects_body(&[ObjectIdentifier {
             key: "a&b<c>".into(),
             version_id: Some("v\"1".into()),
         }]);
         assert!(body.contains("<Key>a&amp;b&lt;c&gt;</Key>"), "{body}");
-        let body = complete_multipart_body(&[CompletedPart {
-            part_number: 1,
-            etag: "abc".into(),
-        }]);
+        let body = complete_multipart_body(&[
+            CompletedPart {
+                part_number: 1,
+                etag: "abc".into(),
+                checksum_crc32c: None,
+            },
+            CompletedPart {
+                part_number: 2,
+                etag: "def".into(),
+                checksum_crc32c: Some("Nks/tw==".into()),
+            },
+        ]);
         assert_eq!(
             body,
-            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"abc\"</ETag></Part></CompleteMultipartUpload>"
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"abc\"</ETag></Part><Part><PartNumber>2</PartNumber><ETag>\"def\"</ETag><ChecksumCRC32C>Nks/tw==</ChecksumCRC32C></Part></CompleteMultipartUpload>"
         );
     }
 

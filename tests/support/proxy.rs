@@ -88,8 +88,8 @@ pub struct Seen {
     pub path_and_query: String,
     pub header_names: Vec<String>,
     /// The digest the request asked the server to check its body against:
-    /// "md5" (Content-MD5), "sha256" (a signed x-amz-content-sha256) or
-    /// none.
+    /// "crc32c" (x-amz-checksum-crc32c), "md5" (Content-MD5), "sha256" (a
+    /// signed x-amz-content-sha256) or none.
     pub digest: Option<&'static str>,
     pub fault: Option<Fault>,
 }
@@ -106,6 +106,19 @@ struct State {
     /// Added before every request is forwarded or answered.
     latency: std::time::Duration,
     responder: Option<Responder>,
+    crc32c: Crc32cSupport,
+}
+
+/// What the "server" does with `x-amz-checksum-crc32c`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Crc32cSupport {
+    /// Checks it and sends it back, as S3 does (moto does neither).
+    #[default]
+    Checked,
+    /// Ignores it: stores the body unchecked, sends nothing back.
+    Ignored,
+    /// Refuses every request carrying a checksum header, as B2 does.
+    Refused,
 }
 
 pub struct FaultProxy {
@@ -258,6 +271,11 @@ impl FaultProxy {
         self.state.lock().unwrap().responder = Some(responder);
     }
 
+    /// What the proxy does with CRC32C headers from now on.
+    pub fn crc32c(&self, support: Crc32cSupport) {
+        self.state.lock().unwrap().crc32c = support;
+    }
+
     /// Drop every queued fault: the "server" recovers.
     pub fn clear_faults(&self) {
         let mut state = self.state.lock().unwrap();
@@ -365,6 +383,16 @@ fn digest_mismatch(headers: &hyper::HeaderMap, body: &[u8]) -> Option<&'static s
             return Some("BadDigest");
         }
     }
+    if let Some(crc) = headers
+        .get("x-amz-checksum-crc32c")
+        .and_then(|v| v.to_str().ok())
+    {
+        let actual =
+            base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(body).to_be_bytes());
+        if crc != actual {
+            return Some("BadDigest");
+        }
+    }
     if let Some(sha) = signed_payload(headers) {
         let actual: String = sha2::Sha256::digest(body)
             .iter()
@@ -400,7 +428,9 @@ async fn handle(
         .keys()
         .map(|n| n.as_str().to_owned())
         .collect();
-    let digest = if req.headers().contains_key("content-md5") {
+    let digest = if req.headers().contains_key("x-amz-checksum-crc32c") {
+        Some("crc32c")
+    } else if req.headers().contains_key("content-md5") {
         Some("md5")
     } else if signed_payload(req.headers()).is_some() {
         Some("sha256")
@@ -408,7 +438,24 @@ async fn handle(
         None
     };
     let fault = take_fault(&state, &method, &path_and_query, header_names, digest);
-    let latency = state.lock().unwrap().latency;
+    let (latency, crc32c) = {
+        let state = state.lock().unwrap();
+        (state.latency, state.crc32c)
+    };
+    let crc32c_sent = req
+        .headers()
+        .get("x-amz-checksum-crc32c")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if crc32c == Crc32cSupport::Refused
+        && (crc32c_sent.is_some() || req.headers().contains_key("x-amz-checksum-algorithm"))
+    {
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidRequest</Code><Message>unsupported header 'x-amz-checksum-crc32c' (test proxy)</Message></Error>";
+        return Ok(Response::builder()
+            .status(400)
+            .body(full(body))
+            .expect("response"));
+    }
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -455,9 +502,13 @@ async fn handle(
         damaged[middle] ^= 0x10;
         body = Bytes::from(damaged);
     }
-    // Check the body's digests as S3 and B2 do (moto checks neither), so a
+    // Check the body's digests as S3 and B2 do (moto checks none), so a
     // damaged body is refused rather than stored.
-    if let Some(code) = digest_mismatch(&parts.headers, &body) {
+    let mut checked = parts.headers.clone();
+    if crc32c != Crc32cSupport::Checked {
+        checked.remove("x-amz-checksum-crc32c");
+    }
+    if let Some(code) = digest_mismatch(&checked, &body) {
         let body = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>the body does not match its digest (test proxy)</Message></Error>"
         );
@@ -498,6 +549,17 @@ async fn handle(
     let mut resp = Response::builder().status(upstream_resp.status().as_u16());
     for (name, value) in upstream_resp.headers() {
         resp = resp.header(name, value);
+    }
+    // S3 confirms the CRC32C it checked by sending it back.
+    if let (Crc32cSupport::Checked, Some(crc), true) = (
+        crc32c,
+        &crc32c_sent,
+        upstream_resp.status().is_success()
+            && !upstream_resp
+                .headers()
+                .contains_key("x-amz-checksum-crc32c"),
+    ) {
+        resp = resp.header("x-amz-checksum-crc32c", crc.as_str());
     }
     let stream = upstream_resp
         .bytes_stream()
