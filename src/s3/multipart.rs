@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use reqwest::Method;
 
-use super::checksum::{BodyDigest, UploadChecksum};
+use super::checksum::UploadChecksum;
 use super::client::{Request, S3Client};
 use super::error::S3Error;
 use super::types::*;
@@ -146,8 +146,8 @@ impl S3Client {
         }
     }
 
-    /// Upload one part, with the digest the server checks (sent again with
-    /// another one if the server refused a CRC32C).
+    /// Upload one part, with the digest the server checks (see
+    /// `send_upload`).
     pub async fn upload_part(
         &self,
         key: &str,
@@ -156,34 +156,30 @@ impl S3Client {
         body: Bytes,
     ) -> Result<CompletedPart, S3Error> {
         check_part_number("UploadPart", key, part_number)?;
-        loop {
-            let digest = BodyDigest::of(self.upload_checksum(), &body).await;
-            let mut req = Request::new("UploadPart", Method::PUT, Some(key))
-                .query("partNumber", part_number.to_string())
-                .query("uploadId", upload_id.0.clone())
-                .body_with_digest(body.clone(), &digest);
-            self.sse().apply_for_access(&mut req.headers);
-            let headers = match self.send(&req).await {
-                Ok((_, headers, _)) => headers,
-                Err(e) if digest.crc32c.is_some() && self.refused_crc32c(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            let etag = headers
-                .get("etag")
-                .and_then(|v| v.to_str().ok())
-                .map(unquote_etag)
-                .filter(|e| !e.is_empty())
-                .ok_or_else(|| {
-                    S3Error::invalid_response(req.op, Some(key), "no ETag for the part")
-                })?;
-            self.check_etag(req.op, key, &etag, &digest);
-            self.check_crc32c_confirmed(&headers, &digest);
-            return Ok(CompletedPart {
-                part_number,
-                etag,
-                checksum_crc32c: digest.crc32c_base64(),
-            });
-        }
+        let (headers, digest) = self
+            .send_upload(&body, |digest| {
+                let mut req = Request::new("UploadPart", Method::PUT, Some(key))
+                    .query("partNumber", part_number.to_string())
+                    .query("uploadId", upload_id.0.clone())
+                    .body_with_digest(body.clone(), digest);
+                self.sse().apply_for_access(&mut req.headers);
+                Ok(req)
+            })
+            .await?;
+        let etag = headers
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(unquote_etag)
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| {
+                S3Error::invalid_response("UploadPart", Some(key), "no ETag for the part")
+            })?;
+        self.check_etag("UploadPart", key, &etag, &digest);
+        Ok(CompletedPart {
+            part_number,
+            etag,
+            checksum_crc32c: digest.crc32c_base64(),
+        })
     }
 
     /// Copy a byte range of an existing object into a part, server-side.

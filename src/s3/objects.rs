@@ -162,39 +162,58 @@ impl S3Client {
     }
 
     /// PutObject: store `body` as `key` in one request, with the digest
-    /// the server checks (sent again with another one if the server
-    /// refused a CRC32C).
+    /// the server checks (see `send_upload`).
     pub async fn put_object(
         &self,
         key: &str,
         body: Bytes,
         options: &PutOptions,
     ) -> Result<PutObjectOutput, S3Error> {
+        let (headers, digest) = self
+            .send_upload(&body, |digest| {
+                let mut req = Request::new("PutObject", Method::PUT, Some(key))
+                    .body_with_digest(body.clone(), digest);
+                req = req.put_options(options)?;
+                if options.if_none_match_any {
+                    req = req.header("if-none-match", "*")?;
+                }
+                self.sse().apply_for_write(&mut req.headers);
+                Ok(req)
+            })
+            .await?;
+        let out = PutObjectOutput {
+            etag: header_str(&headers, "etag")
+                .map(unquote_etag)
+                .unwrap_or_default(),
+            version_id: header_str(&headers, "x-amz-version-id")
+                .filter(|v| *v != "null")
+                .map(str::to_owned),
+        };
+        self.check_etag("PutObject", key, &out.etag, &digest);
+        Ok(out)
+    }
+
+    /// Send an upload (PutObject, UploadPart) built by `build` around the
+    /// digest of the moment. A CRC32C the server refused sends it again
+    /// with the digest that replaces it; one the server did not confirm
+    /// moves `auto` off CRC32C. Returns the answer's headers and the digest
+    /// the stored body went with.
+    pub(crate) async fn send_upload<'k>(
+        &self,
+        body: &Bytes,
+        build: impl Fn(&BodyDigest) -> Result<Request<'k>, S3Error>,
+    ) -> Result<(HeaderMap, BodyDigest), S3Error> {
         loop {
-            let digest = BodyDigest::of(self.upload_checksum(), &body).await;
-            let mut req = Request::new("PutObject", Method::PUT, Some(key))
-                .body_with_digest(body.clone(), &digest);
-            req = req.put_options(options)?;
-            if options.if_none_match_any {
-                req = req.header("if-none-match", "*")?;
-            }
-            self.sse().apply_for_write(&mut req.headers);
-            let headers = match self.send(&req).await {
-                Ok((_, headers, _)) => headers,
+            let digest = BodyDigest::of(self.upload_checksum(), body).await;
+            let req = build(&digest)?;
+            match self.send(&req).await {
+                Ok((_, headers, _)) => {
+                    self.check_crc32c_confirmed(&headers, &digest);
+                    return Ok((headers, digest));
+                }
                 Err(e) if digest.crc32c.is_some() && self.refused_crc32c(&e) => continue,
                 Err(e) => return Err(e),
-            };
-            let out = PutObjectOutput {
-                etag: header_str(&headers, "etag")
-                    .map(unquote_etag)
-                    .unwrap_or_default(),
-                version_id: header_str(&headers, "x-amz-version-id")
-                    .filter(|v| *v != "null")
-                    .map(str::to_owned),
-            };
-            self.check_etag(req.op, key, &out.etag, &digest);
-            self.check_crc32c_confirmed(&headers, &digest);
-            return Ok(out);
+            }
         }
     }
 
@@ -206,7 +225,7 @@ impl S3Client {
     /// A server that checked a CRC32C says so by sending it back; one that
     /// did not has stored the body unchecked, and `auto` stops relying on
     /// CRC32C (see `checksum.rs`).
-    pub(crate) fn check_crc32c_confirmed(&self, headers: &HeaderMap, digest: &BodyDigest) {
+    fn check_crc32c_confirmed(&self, headers: &HeaderMap, digest: &BodyDigest) {
         if digest.crc32c.is_some() && !headers.contains_key(CRC32C_HEADER) {
             self.inner.checksum.crc32c_unconfirmed();
         }

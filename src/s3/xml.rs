@@ -359,35 +359,36 @@ struct ETagResultXml {
     #[serde(rename = "ETag")]
     etag: String,
     last_modified: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CopyPartResultXml {
-    #[serde(rename = "ETag")]
-    etag: String,
+    /// Only in a CopyPartResult of an upload created with CRC32C.
     #[serde(rename = "ChecksumCRC32C")]
     checksum_crc32c: Option<String>,
-}
-
-/// The ETag of a CopyPartResult, and the part's CRC32C when the server
-/// gives one (S3 does for uploads created with that checksum).
-pub fn parse_copy_part_result(body: &str) -> Result<(String, Option<String>), XmlError> {
-    let xml: CopyPartResultXml = from_xml(body, "CopyPartResult")?;
-    Ok((
-        unquote_etag(&xml.etag),
-        xml.checksum_crc32c.filter(|c| !c.is_empty()),
-    ))
 }
 
 /// The ETag (and time) in a CopyObjectResult, CopyPartResult or
 /// CompleteMultipartUploadResult.
 pub fn parse_etag_result(body: &str, what: &str) -> Result<(String, Option<SystemTime>), XmlError> {
+    let (etag, modified, _) = etag_result(body, what)?;
+    Ok((etag, modified))
+}
+
+/// The ETag of a CopyPartResult, and the part's CRC32C when the server
+/// gives one (S3 does for uploads created with that checksum).
+pub fn parse_copy_part_result(body: &str) -> Result<(String, Option<String>), XmlError> {
+    let (etag, _, crc32c) = etag_result(body, "CopyPartResult")?;
+    Ok((etag, crc32c))
+}
+
+fn etag_result(
+    body: &str,
+    what: &str,
+) -> Result<(String, Option<SystemTime>, Option<String>), XmlError> {
     let xml: ETagResultXml = from_xml(body, what)?;
     let modified = match xml.last_modified {
         Some(t) => Some(timestamp(&t, "LastModified")?),
         None => None,
     };
-    Ok((unquote_etag(&xml.etag), modified))
+    let crc32c = xml.checksum_crc32c.filter(|c| !c.is_empty());
+    Ok((unquote_etag(&xml.etag), modified, crc32c))
 }
 
 #[derive(Debug, Deserialize)]
