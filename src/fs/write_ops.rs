@@ -299,13 +299,13 @@ impl Fs {
         if offset + data.len() as u64 > 5 * 1024 * 1024 * 1024 * 1024 {
             return Err(FsError::new(libc::EFBIG, "beyond S3's 5 TiB object limit"));
         }
-        dirty.write(&ctx, offset, data).await?;
+        let written = dirty.write(&ctx, offset, data).await?;
         if !dirty.unlinked {
             if let Some(inode) = self.inodes.get(ino) {
                 self.publish(Some(ino), &inode.path, &dirty_arc, &dirty);
             }
         }
-        Ok(data.len() as u32)
+        Ok(written as u32)
     }
 
     /// Upload a dirty file and record the result. Called with its lock held.

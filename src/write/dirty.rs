@@ -7,10 +7,14 @@
 //!
 //! Two ways up:
 //! - **Streaming**, for a new or truncated file written front to back:
-//!   each time the written prefix fills a whole part, that part is read back
-//!   from the staging file and uploaded while the application keeps
-//!   writing. A write behind the upload frontier abandons the stream (the
-//!   multipart upload is aborted) and the file falls back to staged upload.
+//!   the part being written is also kept in memory from a pool
+//!   (`part_pool`), and its staging copy written from there with O_DIRECT;
+//!   once whole, the part is uploaded from that memory while the
+//!   application keeps writing, and so is the last, partial part at close.
+//!   When no pool buffer is free, the file streams from the staging file
+//!   instead: each whole part is read back from it and uploaded. A write
+//!   behind the upload frontier abandons the stream (the multipart upload
+//!   is aborted) and the file falls back to staged upload.
 //! - **Staged**, for everything else: at flush, each part is either copied
 //!   server-side from the base object (UploadPartCopy, when none of its
 //!   bytes changed) or assembled from staged bytes and base bytes. Files up
@@ -31,6 +35,7 @@ use tokio::task::JoinHandle;
 
 use super::journal::UploadJournal;
 use super::layout::{PartLayout, MIN_PART};
+use super::part_pool::{PartBuf, PartPool};
 use super::ranges::RangeSet;
 use super::staging::{StagingDir, StagingFile};
 use crate::fs::error::{FsError, FsResult};
@@ -41,6 +46,11 @@ use crate::s3::{
 /// Parts uploaded at once by one flush.
 const PARTS_IN_FLIGHT: usize = 4;
 
+/// Files that may fill a part in memory at once, beyond the parts the
+/// write budget allows in flight: more writers at once stage through the
+/// page cache.
+const FILLING_IN_MEMORY: usize = 4;
+
 /// What every dirty file shares.
 pub struct WriteContext {
     pub client: S3Client,
@@ -49,6 +59,8 @@ pub struct WriteContext {
     /// Bytes of part data in memory for uploads, in KiB permits.
     budget: Arc<Semaphore>,
     budget_kib: u64,
+    /// Memory for parts filled by streaming files and uploaded from there.
+    pool: PartPool,
     /// Unfinished multipart uploads, for the cleanup after a crash.
     pub journal: Arc<UploadJournal>,
 }
@@ -62,12 +74,14 @@ impl WriteContext {
         write_buffer: u64,
     ) -> Self {
         let kib = (write_buffer / 1024).clamp(layout.first_part() / 1024, u32::MAX as u64 / 2);
+        let parts_in_budget = (kib * 1024 / layout.first_part()).max(1) as usize;
         WriteContext {
             client,
             layout,
             staging,
             budget: Arc::new(Semaphore::new(kib as usize)),
             budget_kib: kib,
+            pool: PartPool::new(layout.first_part(), parts_in_budget + FILLING_IN_MEMORY),
             journal: Arc::new(journal),
         }
     }
@@ -128,6 +142,11 @@ struct Stream {
     /// Bytes before this are handed to part uploads.
     frontier: u64,
     tasks: Vec<JoinHandle<FsResult<CompletedPart>>>,
+    /// The part being written, kept in memory for its upload: the bytes
+    /// from `frontier` on (the staging file has them too).
+    fill: Option<PartBuf>,
+    /// Parts are filled in memory (else streamed from the staging file).
+    in_memory: bool,
 }
 
 impl Stream {
@@ -137,6 +156,8 @@ impl Stream {
             next_index: 0,
             frontier: 0,
             tasks: Vec::new(),
+            fill: None,
+            in_memory: false,
         }
     }
 }
@@ -147,6 +168,8 @@ pub struct DirtyFile {
     pub size: u64,
     base: Option<BaseObject>,
     written: RangeSet,
+    /// The last part of a streamed file, from memory, while it uploads.
+    tail: Option<(u64, Bytes)>,
     /// s3fs-style user metadata stored with the object (mode, uid, gid,
     /// mtime) plus any other metadata the base object had.
     pub metadata: BTreeMap<String, String>,
@@ -187,6 +210,7 @@ impl DirtyFile {
             size,
             base,
             written: RangeSet::new(),
+            tail: None,
             metadata,
             needs_upload: false,
             stream,
@@ -227,12 +251,27 @@ impl DirtyFile {
         }
     }
 
-    pub async fn write(&mut self, ctx: &WriteContext, offset: u64, data: &[u8]) -> FsResult<()> {
+    /// Write `data` at `offset`; returns how many bytes were written (all
+    /// unless the staging disk failed part-way).
+    pub async fn write(&mut self, ctx: &WriteContext, offset: u64, data: &[u8]) -> FsResult<usize> {
         if self.stream.as_ref().is_some_and(|s| offset < s.frontier) {
             self.abandon_stream(ctx);
         }
-        self.staging.write_at(offset, data)?;
-        let end = offset + data.len() as u64;
+        let mut done = self.write_to_memory(ctx, offset, data).await?;
+        if done < data.len() {
+            // Not for memory: the part being filled there (if any) will not
+            // be whole, so it is streamed from the staging file instead.
+            if let Some(stream) = self.stream.as_mut() {
+                stream.fill = None;
+            }
+            match self.staging.write_at(offset + done as u64, &data[done..]) {
+                Ok(()) => done = data.len(),
+                Err(e) if done == 0 => return Err(e),
+                // A short write: the part before is done.
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        let end = offset + done as u64;
         if offset > self.size {
             // The gap reads as zeros, which the staging file's hole holds.
             self.written.insert(self.size..offset);
@@ -240,12 +279,130 @@ impl DirtyFile {
         self.written.insert(offset..end);
         self.size = self.size.max(end);
         self.touch();
-        self.pump(ctx).await
+        self.pump(ctx).await?;
+        Ok(done)
+    }
+
+    /// Write what falls in the streamed part being filled in memory (or
+    /// starts one at the frontier) to memory and the staging file, handing
+    /// each whole part to its upload. Returns how many bytes of `data` it
+    /// took: the rest is for the staging file alone. An error only if it
+    /// took none.
+    async fn write_to_memory(
+        &mut self,
+        ctx: &WriteContext,
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<usize> {
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset + done as u64;
+            let Some(stream) = self.stream.as_mut() else {
+                break;
+            };
+            if stream.fill.is_none() {
+                // Only a part that starts at the frontier, with nothing
+                // written past it yet, and of the pool's size (parts grow
+                // after the first 1,000).
+                let part = ctx.layout.part(stream.next_index);
+                if at != stream.frontier
+                    || self.size > stream.frontier
+                    || part.end - part.start != ctx.pool.part_size()
+                {
+                    break;
+                }
+                // A file starts filling memory only if a buffer is free;
+                // once it has, it waits for one for each next part (part
+                // uploads give them back by themselves).
+                stream.fill = if stream.in_memory {
+                    ctx.pool.take().await
+                } else {
+                    ctx.pool.try_take()
+                };
+                stream.in_memory = stream.fill.is_some();
+            }
+            let Some(fill) = stream.fill.as_mut() else {
+                break;
+            };
+            let pos = at - stream.frontier;
+            let room = fill.capacity() as u64;
+            if pos >= room {
+                break;
+            }
+            let n = (data.len() - done).min((room - pos) as usize);
+            fill.write_at(pos as usize, &data[done..done + n]);
+            // The staging copy, from the aligned buffer: O_DIRECT for the
+            // whole blocks a sequential writer sends.
+            let copy = &fill.as_slice()[pos as usize..pos as usize + n];
+            if let Err(e) = self.staging.write_part_at(at, copy) {
+                // The buffer may now differ from the staging file: the
+                // part streams from the staging file instead.
+                stream.fill = None;
+                if done == 0 {
+                    return Err(e);
+                }
+                tracing::warn!("{e}");
+                break;
+            }
+            done += n;
+            // `written` and `size` are the caller's to update; a gap left
+            // by a write past the end is zeros in the buffer too.
+            if fill.len() as u64 == room {
+                self.hand_off(ctx).await;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Upload the full part in memory.
+    async fn hand_off(&mut self, ctx: &WriteContext) {
+        let Some(fill) = self.stream.as_mut().and_then(|s| s.fill.take()) else {
+            return;
+        };
+        let Some(upload_id) = self.ensure_upload(ctx).await else {
+            return;
+        };
+        let bytes = fill.freeze();
+        let Ok(permit) = ctx.permit(bytes.len() as u64).await else {
+            self.abandon_stream(ctx);
+            return;
+        };
+        self.spawn_part(ctx, upload_id, permit, PartBody::Memory(bytes));
+    }
+
+    /// The stream's multipart upload, started if it was not. None if it
+    /// cannot start: the stream is given up (not fatal: the flush uploads
+    /// from staging).
+    async fn ensure_upload(&mut self, ctx: &WriteContext) -> Option<UploadId> {
+        let stream = self.stream.as_mut()?;
+        if let Some(id) = &stream.upload_id {
+            return Some(id.clone());
+        }
+        let options = PutOptions {
+            user_metadata: self.metadata.clone(),
+            ..Default::default()
+        };
+        match ctx.start_upload(&self.key, &options).await {
+            Ok(id) => {
+                stream.upload_id = Some(id.clone());
+                Some(id)
+            }
+            Err(e) => {
+                tracing::warn!("cannot start streaming {}: {e}", self.key);
+                self.abandon_stream(ctx);
+                None
+            }
+        }
     }
 
     pub fn truncate(&mut self, ctx: &WriteContext, len: u64) -> FsResult<()> {
         if self.stream.as_ref().is_some_and(|s| len < s.frontier) {
             self.abandon_stream(ctx);
+        }
+        if let Some(stream) = self.stream.as_mut() {
+            // Its bytes are in the staging file too, which is what is cut
+            // or grown; the part streams from there.
+            stream.fill = None;
         }
         if len == 0 {
             // Nothing of the old content is left: the file is new again,
@@ -267,54 +424,57 @@ impl DirtyFile {
         Ok(())
     }
 
-    /// Start uploads of every whole part the written prefix now covers.
+    /// Start uploads of every whole part the written prefix now covers
+    /// (a file streaming from its staging file).
     async fn pump(&mut self, ctx: &WriteContext) -> FsResult<()> {
         loop {
-            let Some(stream) = self.stream.as_mut() else {
+            let Some(stream) = self.stream.as_ref() else {
                 return Ok(());
             };
             let range = ctx.layout.part(stream.next_index);
-            if !self.written.covers(&(stream.frontier..range.end)) || self.size < range.end {
+            if stream.fill.is_some()
+                || !self.written.covers(&(stream.frontier..range.end))
+                || self.size < range.end
+            {
                 return Ok(());
             }
-            if stream.upload_id.is_none() {
-                let options = PutOptions {
-                    user_metadata: self.metadata.clone(),
-                    ..Default::default()
-                };
-                match ctx.start_upload(&self.key, &options).await {
-                    Ok(id) => stream.upload_id = Some(id),
-                    Err(e) => {
-                        // Not fatal: the flush will upload from staging.
-                        tracing::warn!("cannot start streaming {}: {e}", self.key);
-                        self.stream = None;
-                        return Ok(());
-                    }
-                }
-            }
+            let Some(upload_id) = self.ensure_upload(ctx).await else {
+                return Ok(());
+            };
             let permit = ctx.permit(range.end - range.start).await?;
-            let Some(stream) = self.stream.as_mut() else {
-                return Ok(());
-            };
-            let Some(upload_id) = stream.upload_id.clone() else {
-                return Ok(());
-            };
-            let client = ctx.client.clone();
-            let staging = self.staging.clone();
-            let key = self.key.clone();
-            let part_number = stream.next_index as u32 + 1;
-            let part_range = range.clone();
-            stream.tasks.push(tokio::spawn(async move {
-                let body = read_staged(&staging, part_range).await?;
-                let part = client
-                    .upload_part(&key, &upload_id, part_number, body)
-                    .await;
-                drop(permit);
-                Ok(part?)
-            }));
-            stream.frontier = range.end;
-            stream.next_index += 1;
+            let body = PartBody::Staged(self.staging.clone(), range);
+            self.spawn_part(ctx, upload_id, permit, body);
         }
+    }
+
+    /// Upload the next part of the stream in the background, and move the
+    /// frontier past it.
+    fn spawn_part(
+        &mut self,
+        ctx: &WriteContext,
+        upload_id: UploadId,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        body: PartBody,
+    ) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        let client = ctx.client.clone();
+        let key = self.key.clone();
+        let part_number = stream.next_index as u32 + 1;
+        stream.frontier += body.len();
+        stream.next_index += 1;
+        stream.tasks.push(tokio::spawn(async move {
+            let bytes = match body {
+                PartBody::Memory(bytes) => bytes,
+                PartBody::Staged(staging, range) => read_staged(&staging, range).await?,
+            };
+            let part = client
+                .upload_part(&key, &upload_id, part_number, bytes)
+                .await;
+            drop(permit);
+            Ok(part?)
+        }));
     }
 
     /// The file's content was replaced server-side by `base` (a copy):
@@ -374,12 +534,32 @@ impl DirtyFile {
         Ok(Bytes::from(out))
     }
 
+    /// The bytes of a part to upload: straight from memory when the tail
+    /// kept there is exactly it (a streamed file's last part, a small
+    /// file), else assembled.
+    async fn part_bytes(&self, ctx: &WriteContext, range: Range<u64>) -> FsResult<Bytes> {
+        match &self.tail {
+            Some((start, bytes))
+                if *start == range.start && start + bytes.len() as u64 == range.end =>
+            {
+                Ok(bytes.clone())
+            }
+            _ => self.assemble(ctx, range).await,
+        }
+    }
+
     /// Upload the file if it changed: the flush/fsync/close path. On
     /// failure nothing is dropped: the staging file and state stay, and the
     /// next flush tries again.
     pub async fn upload(&mut self, ctx: &WriteContext) -> FsResult<Option<PutObjectOutput>> {
         if !self.needs_upload || self.unlinked {
             return Ok(None);
+        }
+        // The part being filled goes up from memory.
+        if let Some(stream) = self.stream.as_mut() {
+            if let Some(fill) = stream.fill.take() {
+                self.tail = Some((stream.frontier, fill.freeze()));
+            }
         }
         let streaming = self.stream.as_ref().is_some_and(|s| s.upload_id.is_some());
         let result = if streaming {
@@ -388,12 +568,21 @@ impl DirtyFile {
             self.abandon_stream(ctx);
             self.upload_staged(ctx).await
         };
+        self.tail = None;
         match result {
             Ok(out) => {
-                self.base = Some(BaseObject {
-                    etag: out.etag.clone(),
-                    size: self.size,
-                });
+                if self.size == 0 {
+                    // Still empty (a shell's `> file` and GNU dd flush the
+                    // new file when they close the descriptor they dup2'd):
+                    // the writes to come are a new file's, and stream.
+                    self.base = None;
+                    self.stream = Some(Stream::new());
+                } else {
+                    self.base = Some(BaseObject {
+                        etag: out.etag.clone(),
+                        size: self.size,
+                    });
+                }
                 self.written = RangeSet::new();
                 self.needs_upload = false;
                 self.exclusive = false;
@@ -466,7 +655,7 @@ impl DirtyFile {
             // The permit comes first: it is what bounds the memory the
             // body takes.
             let _permit = ctx.permit(range.end - range.start).await?;
-            let body = read_staged(&self.staging, range).await?;
+            let body = self.part_bytes(ctx, range).await?;
             parts.push(
                 ctx.client
                     .upload_part(&self.key, upload_id, index as u32 + 1, body)
@@ -484,7 +673,7 @@ impl DirtyFile {
             .ok_or_else(|| FsError::new(libc::EFBIG, "file too large for 10,000 parts"))?;
         if parts.len() == 1 {
             let _permit = ctx.permit(self.size).await?;
-            let body = self.assemble(ctx, 0..self.size).await?;
+            let body = self.part_bytes(ctx, 0..self.size).await?;
             return ctx
                 .client
                 .put_object(&self.key, body, &self.put_options())
@@ -554,6 +743,21 @@ impl DirtyFile {
     /// Remove the staging file (after a successful upload or an unlink).
     pub fn discard(&self) {
         self.staging.remove();
+    }
+}
+
+/// Where a streamed part's bytes come from.
+enum PartBody {
+    Memory(Bytes),
+    Staged(StagingFile, Range<u64>),
+}
+
+impl PartBody {
+    fn len(&self) -> u64 {
+        match self {
+            PartBody::Memory(bytes) => bytes.len() as u64,
+            PartBody::Staged(_, range) => range.end - range.start,
+        }
     }
 }
 

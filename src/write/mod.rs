@@ -1,10 +1,12 @@
 //! The write path: staging files (`staging`), which bytes are local
-//! (`ranges`), where part boundaries fall (`layout`), and a dirty file with
-//! its streaming and staged uploads (`dirty`).
+//! (`ranges`), where part boundaries fall (`layout`), memory for streamed
+//! parts (`part_pool`), and a dirty file with its streaming and staged
+//! uploads (`dirty`).
 
 pub mod dirty;
 pub mod journal;
 pub mod layout;
+pub mod part_pool;
 pub mod ranges;
 pub mod staging;
 
