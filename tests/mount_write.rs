@@ -734,3 +734,48 @@ async fn filling_a_new_directory_asks_nothing_but_the_puts() {
     assert_eq!(stored[7], "new/f007");
     assert!(!stored.iter().any(|k| k.starts_with("new/sub")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_never_waits_for_memory_its_other_open_files_hold() {
+    // One thread streams a file, opens many more and writes a block to
+    // each (each may take a part's memory and keep it while open), then
+    // goes on with the first: it must not wait for memory that only a
+    // write to one of the others would free.
+    let c = new_bucket("heldmemory").await;
+    let mount = Mount::start(c.bucket(), &server().endpoint, &["-o", "part_size=5MiB"]);
+    let root = mount.path.clone();
+    let first = test_data(11 * MIB, 40);
+    let others = 16;
+    let block = test_data(MIB, 41);
+    let written = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        blocking({
+            let (first, block) = (first.clone(), block.clone());
+            move || {
+                let mut f = std::fs::File::create(root.join("first")).unwrap();
+                f.write_all(&first[..5 * MIB]).unwrap();
+                let open: Vec<_> = (0..others)
+                    .map(|i| {
+                        let mut g = std::fs::File::create(root.join(format!("o{i}"))).unwrap();
+                        g.write_all(&block).unwrap();
+                        g
+                    })
+                    .collect();
+                f.write_all(&first[5 * MIB..]).unwrap();
+                drop(f);
+                drop(open);
+            }
+        }),
+    )
+    .await;
+    assert!(
+        written.is_ok(),
+        "the writes did not finish within 2 minutes"
+    );
+    let (body, _) = object(&c, "first").await.expect("stored");
+    assert_eq!(sha256(&body), sha256(&first));
+    for i in 0..others {
+        let (body, _) = object(&c, &format!("o{i}")).await.expect("stored");
+        assert_eq!(body, block, "o{i}");
+    }
+}

@@ -443,6 +443,13 @@ impl Fs {
                 dirty.truncate(&ctx, size)?;
             }
             apply_metadata(&mut dirty.metadata, &change, libc::S_IFREG);
+            if change.mode.is_some()
+                || change.uid.is_some()
+                || change.gid.is_some()
+                || change.mtime.is_some()
+            {
+                dirty.metadata_changed();
+            }
             dirty.needs_upload = true;
             self.publish(Some(ino), &inode.path, &dirty_arc, &dirty);
             if dirty.open_handles == 0 {

@@ -1,20 +1,23 @@
 //! A file with local changes not yet in the bucket, and how they get there.
 //!
-//! Every byte written goes first to the file's staging file, so reads of a
-//! file being written see the written bytes, and a failed upload loses
-//! nothing. Which bytes are local is tracked as a `RangeSet`; the rest of
-//! the file is the *base* object it was opened from, if any.
+//! Every byte written is in the file's staging file before the write
+//! returns (a streamed part also in memory, for its upload), so reads of a
+//! file being written see the written bytes, and a failed upload or a
+//! killed daemon loses nothing. Which bytes are local is tracked as a
+//! `RangeSet`; the rest of the file is the *base* object it was opened
+//! from, if any.
 //!
 //! Two ways up:
 //! - **Streaming**, for a new or truncated file written front to back:
-//!   the part being written is also kept in memory from a pool
-//!   (`part_pool`), and its staging copy written from there with O_DIRECT;
-//!   once whole, the part is uploaded from that memory while the
-//!   application keeps writing, and so is the last, partial part at close.
-//!   When no pool buffer is free, the file streams from the staging file
-//!   instead: each whole part is read back from it and uploaded. A write
-//!   behind the upload frontier abandons the stream (the multipart upload
-//!   is aborted) and the file falls back to staged upload.
+//!   written in big blocks, the part being written is also kept in memory
+//!   from a pool (`part_pool`), and its staging copy written from there
+//!   with O_DIRECT; once whole, the part is uploaded from that memory while
+//!   the application keeps writing, and so is the last, partial part at
+//!   close. Otherwise (small writes, no fill slot free) the file streams
+//!   from the staging file: each whole part is read back from it and
+//!   uploaded. A file flushed while still empty (`> file`) streams too.
+//!   A write behind the upload frontier abandons the stream (the multipart
+//!   upload is aborted) and the file falls back to staged upload.
 //! - **Staged**, for everything else: at flush, each part is either copied
 //!   server-side from the base object (UploadPartCopy, when none of its
 //!   bytes changed) or assembled from staged bytes and base bytes. Files up
@@ -37,18 +40,19 @@ use super::journal::UploadJournal;
 use super::layout::{PartLayout, MIN_PART};
 use super::part_pool::{PartBuf, PartPool};
 use super::ranges::RangeSet;
-use super::staging::{StagingDir, StagingFile};
+use super::staging::{StagingDir, StagingFile, DIRECT_MIN};
 use crate::fs::error::{FsError, FsResult};
 use crate::s3::{
-    CompletedPart, CopySource, GetRequest, PutObjectOutput, PutOptions, S3Client, UploadId,
+    CompletedPart, CopySource, GetRequest, MetadataDirective, PutObjectOutput, PutOptions,
+    S3Client, UploadId,
 };
 
 /// Parts uploaded at once by one flush.
 const PARTS_IN_FLIGHT: usize = 4;
 
-/// Files that may fill a part in memory at once, beyond the parts the
-/// write budget allows in flight: more writers at once stage through the
-/// page cache.
+/// Files that may fill a part in memory at once (the memory comes on top
+/// of the write budget); more writers at once stream from their staging
+/// files.
 const FILLING_IN_MEMORY: usize = 4;
 
 /// What every dirty file shares.
@@ -74,14 +78,13 @@ impl WriteContext {
         write_buffer: u64,
     ) -> Self {
         let kib = (write_buffer / 1024).clamp(layout.first_part() / 1024, u32::MAX as u64 / 2);
-        let parts_in_budget = (kib * 1024 / layout.first_part()).max(1) as usize;
         WriteContext {
             client,
             layout,
             staging,
             budget: Arc::new(Semaphore::new(kib as usize)),
             budget_kib: kib,
-            pool: PartPool::new(layout.first_part(), parts_in_budget + FILLING_IN_MEMORY),
+            pool: PartPool::new(layout.first_part(), FILLING_IN_MEMORY),
             journal: Arc::new(journal),
         }
     }
@@ -127,6 +130,15 @@ impl WriteContext {
             .await
             .map_err(|_| FsError::new(libc::EIO, "shutting down"))
     }
+
+    /// A permit for a body assembled in new memory. For a big one the
+    /// pool's free buffers are let go first, so the two do not add up.
+    async fn permit_for_copy(&self, len: u64) -> FsResult<tokio::sync::OwnedSemaphorePermit> {
+        if len >= DIRECT_MIN as u64 {
+            self.pool.trim();
+        }
+        self.permit(len).await
+    }
 }
 
 /// The object a dirty file's unchanged bytes come from.
@@ -145,8 +157,9 @@ struct Stream {
     /// The part being written, kept in memory for its upload: the bytes
     /// from `frontier` on (the staging file has them too).
     fill: Option<PartBuf>,
-    /// Parts are filled in memory (else streamed from the staging file).
-    in_memory: bool,
+    /// The metadata was changed (chmod, chown, utimens) after the upload
+    /// was created with it: the completed object gets it by a copy.
+    metadata_changed: bool,
 }
 
 impl Stream {
@@ -157,7 +170,7 @@ impl Stream {
             frontier: 0,
             tasks: Vec::new(),
             fill: None,
-            in_memory: false,
+            metadata_changed: false,
         }
     }
 }
@@ -303,23 +316,19 @@ impl DirtyFile {
             if stream.fill.is_none() {
                 // Only a part that starts at the frontier, with nothing
                 // written past it yet, and of the pool's size (parts grow
-                // after the first 1,000).
+                // after the first 1,000), for a writer of big blocks (a
+                // small appender would hold a part's memory for long).
                 let part = ctx.layout.part(stream.next_index);
                 if at != stream.frontier
                     || self.size > stream.frontier
                     || part.end - part.start != ctx.pool.part_size()
+                    || data.len() < DIRECT_MIN
                 {
                     break;
                 }
-                // A file starts filling memory only if a buffer is free;
-                // once it has, it waits for one for each next part (part
-                // uploads give them back by themselves).
-                stream.fill = if stream.in_memory {
-                    ctx.pool.take().await
-                } else {
-                    ctx.pool.try_take()
-                };
-                stream.in_memory = stream.fill.is_some();
+                // Only if a fill slot is free: waiting for one could wait
+                // for another file that is never written again.
+                stream.fill = ctx.pool.try_fill();
             }
             let Some(fill) = stream.fill.as_mut() else {
                 break;
@@ -354,20 +363,22 @@ impl DirtyFile {
         Ok(done)
     }
 
-    /// Upload the full part in memory.
+    /// Upload the full part in memory. Its buffer moves from the fill slot
+    /// to the write budget, which bounds the memory of uploads in flight.
     async fn hand_off(&mut self, ctx: &WriteContext) {
-        let Some(fill) = self.stream.as_mut().and_then(|s| s.fill.take()) else {
+        let Some(mut fill) = self.stream.as_mut().and_then(|s| s.fill.take()) else {
             return;
         };
         let Some(upload_id) = self.ensure_upload(ctx).await else {
             return;
         };
-        let bytes = fill.freeze();
-        let Ok(permit) = ctx.permit(bytes.len() as u64).await else {
+        let Ok(permit) = ctx.permit(fill.len() as u64).await else {
             self.abandon_stream(ctx);
             return;
         };
-        self.spawn_part(ctx, upload_id, permit, PartBody::Memory(bytes));
+        fill.recharge(permit);
+        tracing::debug!(key = self.key, "a whole part goes up from memory");
+        self.spawn_part(ctx, upload_id, PartBody::Memory(fill.freeze()));
     }
 
     /// The stream's multipart upload, started if it was not. None if it
@@ -441,21 +452,21 @@ impl DirtyFile {
             let Some(upload_id) = self.ensure_upload(ctx).await else {
                 return Ok(());
             };
-            let permit = ctx.permit(range.end - range.start).await?;
-            let body = PartBody::Staged(self.staging.clone(), range);
-            self.spawn_part(ctx, upload_id, permit, body);
+            let len = range.end - range.start;
+            let permit = ctx.permit(len).await?;
+            let staging = self.staging.clone();
+            let body = if len <= ctx.pool.part_size() {
+                PartBody::Staged(staging, range, ctx.pool.with_permit(permit))
+            } else {
+                PartBody::StagedLarge(staging, range, permit)
+            };
+            self.spawn_part(ctx, upload_id, body);
         }
     }
 
     /// Upload the next part of the stream in the background, and move the
     /// frontier past it.
-    fn spawn_part(
-        &mut self,
-        ctx: &WriteContext,
-        upload_id: UploadId,
-        permit: tokio::sync::OwnedSemaphorePermit,
-        body: PartBody,
-    ) {
+    fn spawn_part(&mut self, ctx: &WriteContext, upload_id: UploadId, body: PartBody) {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
@@ -465,15 +476,19 @@ impl DirtyFile {
         stream.frontier += body.len();
         stream.next_index += 1;
         stream.tasks.push(tokio::spawn(async move {
-            let bytes = match body {
-                PartBody::Memory(bytes) => bytes,
-                PartBody::Staged(staging, range) => read_staged(&staging, range).await?,
+            // What pays for the body's memory lives until the upload ends.
+            let (bytes, _permit) = match body {
+                PartBody::Memory(bytes) => (bytes, None),
+                PartBody::Staged(staging, range, buf) => {
+                    (read_staged_into(staging, range, buf).await?, None)
+                }
+                PartBody::StagedLarge(staging, range, permit) => {
+                    (read_staged(&staging, range).await?, Some(permit))
+                }
             };
-            let part = client
+            Ok(client
                 .upload_part(&key, &upload_id, part_number, bytes)
-                .await;
-            drop(permit);
-            Ok(part?)
+                .await?)
         }));
     }
 
@@ -534,17 +549,33 @@ impl DirtyFile {
         Ok(Bytes::from(out))
     }
 
-    /// The bytes of a part to upload: straight from memory when the tail
-    /// kept there is exactly it (a streamed file's last part, a small
-    /// file), else assembled.
-    async fn part_bytes(&self, ctx: &WriteContext, range: Range<u64>) -> FsResult<Bytes> {
+    /// The bytes of a part to upload, with the permit that pays for their
+    /// memory if it is new: straight from memory when the tail kept there
+    /// is exactly the part (a streamed file's last part), else assembled.
+    async fn part_body(
+        &self,
+        ctx: &WriteContext,
+        range: Range<u64>,
+    ) -> FsResult<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>)> {
         match &self.tail {
             Some((start, bytes))
                 if *start == range.start && start + bytes.len() as u64 == range.end =>
             {
-                Ok(bytes.clone())
+                Ok((bytes.clone(), None))
             }
-            _ => self.assemble(ctx, range).await,
+            _ => {
+                let permit = ctx.permit_for_copy(range.end - range.start).await?;
+                Ok((self.assemble(ctx, range).await?, Some(permit)))
+            }
+        }
+    }
+
+    /// chmod, chown or utimens changed the metadata: a multipart upload
+    /// already created carries the old one, so the object is given the new
+    /// one when the upload completes.
+    pub fn metadata_changed(&mut self) {
+        if let Some(stream) = self.stream.as_mut().filter(|s| s.upload_id.is_some()) {
+            stream.metadata_changed = true;
         }
     }
 
@@ -592,6 +623,12 @@ impl DirtyFile {
             }
             Err(e) => {
                 self.abandon_stream(ctx);
+                if self.size == 0 {
+                    // As after a successful upload of an empty file: what
+                    // comes is a new file's content.
+                    self.base = None;
+                    self.stream = Some(Stream::new());
+                }
                 // Until now the staged bytes only needed to outlive this
                 // process, which the page cache does; from here they are
                 // the only copy for longer, so they go to disk. (Syncing
@@ -624,12 +661,39 @@ impl DirtyFile {
         let Some(upload_id) = stream.upload_id.clone() else {
             return self.upload_staged(ctx).await;
         };
+        let metadata_changed = stream.metadata_changed;
         let result = self.complete_stream(ctx, stream, &upload_id).await;
         if result.is_err() {
             // Leave no unfinished upload behind; the data is still staged.
             ctx.abort_upload(&self.key, &upload_id).await;
         }
-        result
+        match result {
+            Ok(_) if metadata_changed => self.restamp_metadata(ctx).await,
+            other => other,
+        }
+    }
+
+    /// Give the stored object the file's metadata as it is now, by copying
+    /// it onto itself (server-side; S3 has no other way to change it).
+    async fn restamp_metadata(&self, ctx: &WriteContext) -> FsResult<PutObjectOutput> {
+        let options = PutOptions {
+            user_metadata: self.metadata.clone(),
+            ..Default::default()
+        };
+        let source = CopySource::latest(self.key.clone());
+        ctx.client
+            .copy(
+                &source,
+                &self.key,
+                self.size,
+                &MetadataDirective::Replace(options),
+            )
+            .await?;
+        let head = ctx.client.head_object(&self.key, None).await?;
+        Ok(PutObjectOutput {
+            etag: head.etag,
+            version_id: head.version_id,
+        })
     }
 
     async fn complete_stream(
@@ -639,11 +703,26 @@ impl DirtyFile {
         upload_id: &UploadId,
     ) -> FsResult<PutObjectOutput> {
         let mut parts = Vec::new();
-        for task in stream.tasks.drain(..) {
-            let part = task
-                .await
-                .map_err(|e| FsError::new(libc::EIO, format!("part upload task failed: {e}")))??;
-            parts.push(part);
+        let mut tasks = std::mem::take(&mut stream.tasks);
+        for i in 0..tasks.len() {
+            let part = match (&mut tasks[i]).await {
+                Ok(result) => result,
+                Err(e) => Err(FsError::new(
+                    libc::EIO,
+                    format!("part upload task failed: {e}"),
+                )),
+            };
+            match part {
+                Ok(part) => parts.push(part),
+                Err(e) => {
+                    // The upload is aborted: the parts still going are
+                    // wasted work, and hold memory.
+                    for task in &tasks[i + 1..] {
+                        task.abort();
+                    }
+                    return Err(e);
+                }
+            }
         }
         // The rest, from the frontier to the end. A file that ends exactly
         // on a part boundary has nothing left: no empty part is sent (some
@@ -652,10 +731,7 @@ impl DirtyFile {
         while ctx.layout.part(index).start < self.size || parts.is_empty() {
             let full = ctx.layout.part(index);
             let range = full.start..full.end.min(self.size);
-            // The permit comes first: it is what bounds the memory the
-            // body takes.
-            let _permit = ctx.permit(range.end - range.start).await?;
-            let body = self.part_bytes(ctx, range).await?;
+            let (body, _permit) = self.part_body(ctx, range).await?;
             parts.push(
                 ctx.client
                     .upload_part(&self.key, upload_id, index as u32 + 1, body)
@@ -672,8 +748,7 @@ impl DirtyFile {
             .parts(self.size)
             .ok_or_else(|| FsError::new(libc::EFBIG, "file too large for 10,000 parts"))?;
         if parts.len() == 1 {
-            let _permit = ctx.permit(self.size).await?;
-            let body = self.part_bytes(ctx, 0..self.size).await?;
+            let (body, _permit) = self.part_body(ctx, 0..self.size).await?;
             return ctx
                 .client
                 .put_object(&self.key, body, &self.put_options())
@@ -704,7 +779,7 @@ impl DirtyFile {
                                 .await?,
                         );
                     }
-                    let _permit = ctx.permit(range.end - range.start).await?;
+                    let _permit = ctx.permit_for_copy(range.end - range.start).await?;
                     let body = self.assemble(ctx, range).await?;
                     Ok(ctx
                         .client
@@ -746,19 +821,42 @@ impl DirtyFile {
     }
 }
 
-/// Where a streamed part's bytes come from.
+/// Where a streamed part's bytes come from, and what pays for their
+/// memory.
 enum PartBody {
+    /// A filled pool buffer (its permit is inside).
     Memory(Bytes),
-    Staged(StagingFile, Range<u64>),
+    /// To be read from the staging file into a pool buffer.
+    Staged(StagingFile, Range<u64>, PartBuf),
+    /// To be read from the staging file into new memory: a part bigger
+    /// than the pool's (after the first 1,000 parts).
+    StagedLarge(StagingFile, Range<u64>, tokio::sync::OwnedSemaphorePermit),
 }
 
 impl PartBody {
     fn len(&self) -> u64 {
         match self {
             PartBody::Memory(bytes) => bytes.len() as u64,
-            PartBody::Staged(_, range) => range.end - range.start,
+            PartBody::Staged(_, range, _) | PartBody::StagedLarge(_, range, _) => {
+                range.end - range.start
+            }
         }
     }
+}
+
+/// Read a range of a staging file into a pool buffer, off the async
+/// workers.
+async fn read_staged_into(
+    staging: StagingFile,
+    range: Range<u64>,
+    mut buf: PartBuf,
+) -> FsResult<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        staging.read_into(range.start, buf.space((range.end - range.start) as usize))?;
+        Ok(buf.freeze())
+    })
+    .await
+    .map_err(|e| FsError::new(libc::EIO, format!("staging read task failed: {e}")))?
 }
 
 /// Read a range of a staging file off the async workers.

@@ -1,24 +1,25 @@
 //! Reused memory for the parts of files written front to back.
 //!
 //! A streamed part is filled in memory, written to the staging file from
-//! there with `O_DIRECT`, and uploaded from that memory once whole.
+//! there with `O_DIRECT`, and uploaded from that memory once whole; a part
+//! streamed from the staging file is read into the same kind of buffer.
 //! The buffers are kept and reused instead of freed: memory the process
 //! gives back and asks for again costs a page fault per 4 KiB, and on a VM
 //! whose guest reports free pages to the host (virtio-balloon free page
 //! reporting) each of those is a host fault too. Writing through the page
-//! cache of a staging file paid that for every byte: measured at about
-//! 2 CPU-seconds per GiB on the bench VM, against 0.3 for the same bytes
+//! cache of a staging file paid that for every byte: measured at 1.7-2.5
+//! CPU-seconds per GiB on the bench VM, against 0.2 for the same bytes
 //! written with `O_DIRECT` from reused memory.
 //!
-//! The pool holds at most `slots` buffers, in or out of use; a file that
-//! starts streaming takes one only if one is free (else it stages through
-//! the page cache as before), a file already streaming waits for one. Free
-//! buffers are let go after a few idle seconds, so an idle mount does not
-//! keep the memory of its last big write.
+//! What a buffer holds is paid for by a permit it carries: one of a few
+//! *fill* slots while a file fills it (taken only if one is free: nothing
+//! ever waits for a file that is slow to fill its part), then the write
+//! budget's permit while it uploads. So the buffers in use never exceed
+//! `write_buffer` plus the fill slots, and the pool never holds more
+//! buffers than that. A free buffer is let go after a few seconds unused.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -27,17 +28,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// block size; 4 KiB covers every disk in use.
 pub const DIRECT_ALIGN: usize = 4096;
 
-/// How long free buffers are kept with no buffer taken.
+/// How long a free buffer is kept unused.
 const IDLE_TRIM: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 struct PoolInner {
     part_size: usize,
-    free: Mutex<Vec<Vec<u8>>>,
-    slots: Arc<Semaphore>,
-    /// Buffers taken so far: the trimmer's sign of activity.
-    taken: AtomicU64,
-    trimmer_started: AtomicBool,
+    /// Free buffers, each with the moment it came back.
+    free: Mutex<Vec<(Instant, Vec<u8>)>>,
+    fill_slots: Arc<Semaphore>,
+    trimmer_started: std::sync::atomic::AtomicBool,
 }
 
 /// The pool, shared by every file of the mount.
@@ -47,15 +47,15 @@ pub struct PartPool {
 }
 
 impl PartPool {
-    /// A pool of at most `slots` buffers of `part_size` bytes.
-    pub fn new(part_size: u64, slots: usize) -> Self {
+    /// A pool of `part_size` buffers with `fill_slots` files filling one at
+    /// once.
+    pub fn new(part_size: u64, fill_slots: usize) -> Self {
         PartPool {
             inner: Arc::new(PoolInner {
                 part_size: part_size as usize,
                 free: Mutex::new(Vec::new()),
-                slots: Arc::new(Semaphore::new(slots.max(1))),
-                taken: AtomicU64::new(0),
-                trimmer_started: AtomicBool::new(false),
+                fill_slots: Arc::new(Semaphore::new(fill_slots)),
+                trimmer_started: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -64,30 +64,26 @@ impl PartPool {
         self.inner.part_size as u64
     }
 
-    /// A buffer if one is free now.
-    pub fn try_take(&self) -> Option<PartBuf> {
-        let permit = self.inner.slots.clone().try_acquire_owned().ok()?;
+    /// A buffer for a file to fill, if a fill slot is free now.
+    pub fn try_fill(&self) -> Option<PartBuf> {
+        let permit = self.inner.fill_slots.clone().try_acquire_owned().ok()?;
         Some(self.buffer(permit))
     }
 
-    /// A buffer, waiting for one to come back if all are in use. Buffers
-    /// come back when part uploads end, which never wait for a file.
-    pub async fn take(&self) -> Option<PartBuf> {
-        let permit = self.inner.slots.clone().acquire_owned().await.ok()?;
-        Some(self.buffer(permit))
+    /// A buffer paid for by `permit` (from the write budget).
+    pub fn with_permit(&self, permit: OwnedSemaphorePermit) -> PartBuf {
+        self.buffer(permit)
     }
 
     fn buffer(&self, permit: OwnedSemaphorePermit) -> PartBuf {
-        self.inner.taken.fetch_add(1, Ordering::Relaxed);
         self.start_trimmer();
         let reused = self
             .inner
             .free
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .pop();
-        // Zeroed allocation of this size is a fresh mapping: its pages cost
-        // nothing until first written.
+            .pop()
+            .map(|(_, vec)| vec);
         let vec = reused.unwrap_or_else(|| vec![0u8; self.inner.part_size + DIRECT_ALIGN]);
         let start = vec.as_ptr().align_offset(DIRECT_ALIGN);
         PartBuf {
@@ -95,11 +91,12 @@ impl PartPool {
             start,
             len: 0,
             pool: self.inner.clone(),
-            _permit: permit,
+            permit,
         }
     }
 
-    /// Let the memory of the free buffers go.
+    /// Let the memory of the free buffers go, before memory is taken for
+    /// upload bodies that are not pool buffers.
     pub fn trim(&self) {
         self.inner
             .free
@@ -108,29 +105,35 @@ impl PartPool {
             .clear();
     }
 
-    /// A task that trims the pool when no buffer was taken for a while; it
-    /// ends with the pool.
+    /// A task that lets go of buffers free for `IDLE_TRIM`; it ends with
+    /// the pool.
     fn start_trimmer(&self) {
+        use std::sync::atomic::Ordering;
         if self.inner.trimmer_started.swap(true, Ordering::Relaxed) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Outside a runtime (unit tests): try again next time.
+            self.inner.trimmer_started.store(false, Ordering::Relaxed);
             return;
         };
         let weak: Weak<PoolInner> = Arc::downgrade(&self.inner);
         runtime.spawn(async move {
-            let mut seen = u64::MAX;
             loop {
-                tokio::time::sleep(IDLE_TRIM).await;
+                tokio::time::sleep(IDLE_TRIM / 2).await;
                 let Some(inner) = weak.upgrade() else { return };
-                let taken = inner.taken.load(Ordering::Relaxed);
-                if taken == seen {
-                    PartPool { inner }.trim();
-                }
-                seen = taken;
+                trim_idle(&inner, Instant::now());
             }
         });
     }
+}
+
+fn trim_idle(inner: &PoolInner, now: Instant) {
+    inner
+        .free
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|(since, _)| now.duration_since(*since) < IDLE_TRIM);
 }
 
 /// One part's bytes, filled from the front. Goes back to the pool when
@@ -142,7 +145,8 @@ pub struct PartBuf {
     start: usize,
     len: usize,
     pool: Arc<PoolInner>,
-    _permit: OwnedSemaphorePermit,
+    /// What pays for the buffer while it is out of the pool.
+    permit: OwnedSemaphorePermit,
 }
 
 impl PartBuf {
@@ -175,6 +179,20 @@ impl PartBuf {
         self.len = self.len.max(end);
     }
 
+    /// Room for `len` bytes from the front, to be read into (the bytes are
+    /// what the buffer held before).
+    pub fn space(&mut self, len: usize) -> &mut [u8] {
+        assert!(len <= self.capacity(), "part buffer overrun");
+        self.len = len;
+        &mut self.vec[self.start..self.start + len]
+    }
+
+    /// Pay for the buffer with `permit` from now on (a filled part moving
+    /// to the write budget for its upload); the old permit is given back.
+    pub fn recharge(&mut self, permit: OwnedSemaphorePermit) {
+        self.permit = permit;
+    }
+
     /// The bytes as shared `Bytes`, without a copy.
     pub fn freeze(self) -> Bytes {
         Bytes::from_owner(self)
@@ -194,7 +212,7 @@ impl Drop for PartBuf {
             .free
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(vec);
+            .push((Instant::now(), vec));
     }
 }
 
@@ -205,19 +223,26 @@ mod tests {
     #[test]
     fn buffers_are_aligned_reused_and_bounded() {
         let pool = PartPool::new(64 * 1024, 2);
-        let mut a = pool.try_take().unwrap();
+        let mut a = pool.try_fill().unwrap();
         assert_eq!(a.as_slice().as_ptr() as usize % DIRECT_ALIGN, 0);
         a.write_at(0, b"hello");
-        let b = pool.try_take().unwrap();
-        assert!(pool.try_take().is_none(), "two slots only");
+        let b = pool.try_fill().unwrap();
+        assert!(pool.try_fill().is_none(), "two fill slots only");
         let ptr = a.as_slice().as_ptr();
+        // Moving to another permit frees the fill slot.
+        let budget = Arc::new(Semaphore::new(1));
+        a.recharge(budget.clone().try_acquire_owned().unwrap());
+        let c = pool.try_fill().expect("the slot came back");
+        drop(c);
         let frozen = a.freeze();
         assert_eq!(&frozen[..], b"hello");
         let copy = frozen.clone();
         drop(frozen);
-        assert!(pool.try_take().is_none(), "still held by a clone");
+        assert_eq!(budget.available_permits(), 0, "still held by a clone");
         drop(copy);
-        let mut again = pool.try_take().unwrap();
+        assert_eq!(budget.available_permits(), 1);
+        // The freed buffers are reused (the newest first).
+        let mut again = pool.try_fill().unwrap();
         assert_eq!(again.as_slice().as_ptr(), ptr, "the same memory again");
         assert_eq!(again.len(), 0);
         // The old bytes are not visible through a gap.
@@ -226,17 +251,14 @@ mod tests {
         drop(b);
     }
 
-    #[tokio::test]
-    async fn take_waits_for_a_buffer_to_come_back() {
+    #[test]
+    fn free_buffers_are_let_go_when_idle() {
         let pool = PartPool::new(4096, 1);
-        let held = pool.take().await.unwrap();
-        let waiter = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.take().await.map(|b| b.capacity()) }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished());
-        drop(held);
-        assert_eq!(waiter.await.unwrap(), Some(4096));
+        drop(pool.try_fill().unwrap());
+        assert_eq!(pool.inner.free.lock().unwrap().len(), 1);
+        trim_idle(&pool.inner, Instant::now());
+        assert_eq!(pool.inner.free.lock().unwrap().len(), 1, "recently used");
+        trim_idle(&pool.inner, Instant::now() + IDLE_TRIM);
+        assert!(pool.inner.free.lock().unwrap().is_empty());
     }
 }

@@ -10,21 +10,61 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::part_pool::DIRECT_ALIGN;
 use crate::fs::error::FsError;
 
 /// The smallest write sent past the page cache: a sequential writer's
 /// blocks (dd, cp) are bigger; small appends stay cheap in the cache.
-const DIRECT_MIN: usize = 128 * 1024;
+pub const DIRECT_MIN: usize = 128 * 1024;
+
+/// O_DIRECT waits for the disk, where the page cache does not (and the
+/// staging copy of an uploaded file is usually dropped before it is ever
+/// written back). On a disk slower than this, staging goes back to the page
+/// cache for the rest of the mount.
+const DIRECT_MIN_SPEED: u64 = 512 * 1024 * 1024;
+/// Bytes of O_DIRECT writes over which that speed is measured.
+const DIRECT_PROBE: u64 = 64 * 1024 * 1024;
+
+/// How O_DIRECT staging writes fare on this mount's disk.
+#[derive(Debug, Default)]
+struct DirectDisk {
+    slow: AtomicBool,
+    bytes: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl DirectDisk {
+    fn record(&self, bytes: usize, took: Duration) {
+        let total = self.bytes.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        let nanos = self
+            .nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed)
+            + took.as_nanos() as u64;
+        if total < DIRECT_PROBE {
+            return;
+        }
+        self.bytes.store(0, Ordering::Relaxed);
+        self.nanos.store(0, Ordering::Relaxed);
+        let speed = total as u128 * 1_000_000_000 / nanos.max(1) as u128;
+        if speed < DIRECT_MIN_SPEED as u128 && !self.slow.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                "the staging disk writes {} MiB/s past the page cache; staging through the page cache from now on",
+                speed / (1024 * 1024)
+            );
+        }
+    }
+}
 
 /// The directory staging files are made in.
 #[derive(Debug)]
 pub struct StagingDir {
     path: PathBuf,
     seq: AtomicU64,
+    direct_disk: Arc<DirectDisk>,
 }
 
 /// The default cache directory: `/var/cache/bucketfs` for root, else
@@ -81,6 +121,7 @@ impl StagingDir {
         Ok(StagingDir {
             path,
             seq: AtomicU64::new(0),
+            direct_disk: Arc::default(),
         })
     }
 
@@ -138,7 +179,13 @@ impl StagingDir {
             .ok();
         Ok(StagingFile {
             file: Arc::new(file),
-            direct: direct.map(Arc::new),
+            direct: direct.map(|file| {
+                Arc::new(Direct {
+                    file,
+                    refused: AtomicBool::new(false),
+                    disk: self.direct_disk.clone(),
+                })
+            }),
             path,
         })
     }
@@ -166,8 +213,16 @@ pub fn io_error(what: &str, path: &Path, e: io::Error) -> FsError {
 pub struct StagingFile {
     file: Arc<File>,
     /// The same file opened with O_DIRECT, where the filesystem allows it.
-    direct: Option<Arc<File>>,
+    direct: Option<Arc<Direct>>,
     pub path: PathBuf,
+}
+
+#[derive(Debug)]
+struct Direct {
+    file: File,
+    /// The filesystem refused an aligned O_DIRECT write (EINVAL).
+    refused: AtomicBool,
+    disk: Arc<DirectDisk>,
 }
 
 impl StagingFile {
@@ -189,10 +244,19 @@ impl StagingFile {
             && offset % align == 0
             && data.len() as u64 % align == 0
             && (data.as_ptr() as usize) % DIRECT_ALIGN == 0;
-        if let (Some(direct), true) = (&self.direct, aligned) {
-            match direct.write_all_at(data, offset) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+        let direct = self.direct.as_ref().filter(|d| {
+            aligned && !d.refused.load(Ordering::Relaxed) && !d.disk.slow.load(Ordering::Relaxed)
+        });
+        if let Some(direct) = direct {
+            let started = Instant::now();
+            match direct.file.write_all_at(data, offset) {
+                Ok(()) => {
+                    direct.disk.record(data.len(), started.elapsed());
+                    return Ok(());
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    direct.refused.store(true, Ordering::Relaxed);
+                }
                 Err(e) => return Err(io_error("cannot write the staging file", &self.path, e)),
             }
         }
@@ -202,16 +266,25 @@ impl StagingFile {
     /// Read exactly `len` bytes at `offset` (holes read as zeros).
     pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, FsError> {
         let mut buf = vec![0u8; len];
+        self.read_into(offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Fill `buf` with the bytes at `offset` (beyond the end: zeros).
+    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), FsError> {
         let mut done = 0;
-        while done < len {
+        while done < buf.len() {
             match self.file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break, // beyond the end: zeros
+                Ok(0) => {
+                    buf[done..].fill(0);
+                    break;
+                }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io_error("cannot read the staging file", &self.path, e)),
             }
         }
-        Ok(buf)
+        Ok(())
     }
 
     pub fn set_len(&self, len: u64) -> Result<(), FsError> {
@@ -260,7 +333,7 @@ mod tests {
         // unaligned one land alike.
         let part_size = 2 * DIRECT_MIN;
         let pool = super::super::part_pool::PartPool::new(part_size as u64, 1);
-        let mut part = pool.try_take().unwrap();
+        let mut part = pool.try_fill().unwrap();
         part.write_at(0, &vec![7u8; part_size]);
         f.write_part_at(part_size as u64, part.as_slice()).unwrap();
         f.write_part_at(3, &part.as_slice()[..5]).unwrap();
@@ -292,6 +365,27 @@ fn process_running(pid: u32) -> bool {
             .rsplit(')')
             .next()
             .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[cfg(test)]
+mod direct_tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_disk_turns_direct_writes_off() {
+        let fast = DirectDisk::default();
+        for _ in 0..16 {
+            // 8 MiB in 4 ms: 2 GiB/s.
+            fast.record(8 << 20, Duration::from_millis(4));
+        }
+        assert!(!fast.slow.load(Ordering::Relaxed));
+        let slow = DirectDisk::default();
+        for _ in 0..8 {
+            // 8 MiB in 64 ms: 125 MiB/s, a cloud disk's baseline.
+            slow.record(8 << 20, Duration::from_millis(64));
+        }
+        assert!(slow.slow.load(Ordering::Relaxed));
     }
 }
 
