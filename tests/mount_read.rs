@@ -591,3 +591,37 @@ async fn stat_ahead_never_answers_from_before_a_change() {
     .await;
     assert_eq!(len, "new and longer".len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_read_asks_for_each_part_once() {
+    // The kernel sends a sequential reader's reads several at once and out
+    // of order. Each part of the object is fetched by one ranged GET: none
+    // cancelled under a read still waiting for it (and fetched again), no
+    // extra small GET at the end of every prefetch top-up.
+    let c = new_bucket("seqgets").await;
+    let data = test_data(96 * MIB, 7);
+    upload(&c, "seq.bin", data.clone()).await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    let mount = Mount::start(c.bucket(), &proxy.url, &["-o", "part_size=8MiB"]);
+    let path = mount.path.join("seq.bin");
+    let read = blocking(move || {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).unwrap();
+        let mut all = Vec::new();
+        let mut buf = vec![0u8; MIB];
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        all
+    })
+    .await;
+    assert_eq!(sha256(&read), sha256(&data));
+    let gets = proxy.count("GET", "seq.bin");
+    // 12 whole parts, and the first few small ones that make the first
+    // bytes come fast.
+    assert!(gets <= 12 + 4, "{gets} GETs for 96 MiB in 8 MiB parts");
+}

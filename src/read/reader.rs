@@ -101,6 +101,12 @@ impl Drop for Part {
 }
 
 impl Part {
+    /// Every block has arrived (or the GET failed).
+    fn complete(&self) -> bool {
+        let p = self.progress.borrow();
+        p.done_until >= self.range.end || p.failed.is_some()
+    }
+
     /// Wait until block `b` has arrived and return it; `None` if the part
     /// was abandoned (its data must then be fetched another way).
     async fn block(&self, b: u64) -> Option<FsResult<Bytes>> {
@@ -242,9 +248,17 @@ impl Reader {
             st.prefetched_until = st.run_start;
             st.window = tuning.initial_window;
         }
-        // Parts wholly behind this read will not be read again.
+        // Parts wholly behind this read and complete are dropped (their
+        // blocks are in the cache). One still arriving is kept: the kernel
+        // sends a sequential reader's reads several at once and out of
+        // order, so an earlier read may still wait on it, and dropping it
+        // would cancel its GET and make that read fetch its blocks again.
         let behind = align_down(offset);
-        while st.parts.front().is_some_and(|p| p.range.end <= behind) {
+        while st
+            .parts
+            .front()
+            .is_some_and(|p| p.range.end <= behind && p.complete())
+        {
             st.parts.pop_front();
         }
         if sequential || offset == 0 {
@@ -259,6 +273,13 @@ impl Reader {
             while top_up && st.prefetched_until < target {
                 let start = st.prefetched_until;
                 let len = tuning.part_size.min(target - start);
+                // Once the window holds whole parts, only whole parts are
+                // asked for: a fraction at the window's end would be one
+                // more, smaller GET each time (a fifth more GETs for a
+                // long read). It waits for the next top-up.
+                if len < tuning.part_size && start + len < size && st.window >= tuning.part_size {
+                    break;
+                }
                 let stop = (align_down(start + len + BLOCK_SIZE - 1)).min(size);
                 let kib = (stop - start).div_ceil(1024).max(1) as u32;
                 let Ok(permit) = self.ctx.prefetch_budget.clone().try_acquire_many_owned(kib)
