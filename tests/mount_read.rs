@@ -621,7 +621,9 @@ async fn a_sequential_read_asks_for_each_part_once() {
     .await;
     assert_eq!(sha256(&read), sha256(&data));
     let gets = proxy.count("GET", "seq.bin");
-    // 12 whole parts, and the first few small ones that make the first
-    // bytes come fast.
-    assert!(gets <= 12 + 4, "{gets} GETs for 96 MiB in 8 MiB parts");
+    // 12 whole parts, the first few small ones (a window that starts at
+    // 1 MiB and doubles) that make the first bytes come fast, and a few
+    // reads that came early and fetched for themselves. It was 28 when a
+    // reordered read restarted the run, 40-77 with other tests running.
+    assert!(gets <= 12 + 10, "{gets} GETs for 96 MiB in 8 MiB parts");
 }

@@ -442,12 +442,25 @@ fn serve(
         tracing::info!("signal received: saving pending writes, then unmounting {shown}");
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         signal_fs.flush_all().await;
-        let unmounted = signal_unmounter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unmount();
+        // The mount can be busy for a moment (a file being closed): try
+        // again, then detach it rather than serve on after the signal.
+        let mut unmounted = Ok(());
+        for _ in 0..UNMOUNT_ATTEMPTS {
+            unmounted = signal_unmounter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .unmount();
+            if unmounted.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
         if let Err(e) = unmounted {
-            tracing::error!("unmount of {shown} failed: {e}");
+            tracing::error!("unmount of {shown} failed: {e}; detaching it");
+            signal_unmounter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .detach();
         }
     });
 
@@ -483,6 +496,9 @@ fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
         tracing::warn!("cannot notify systemd: {e}");
     }
 }
+
+/// Unmounts tried after SIGTERM before the mount is detached instead.
+const UNMOUNT_ATTEMPTS: u32 = 10;
 
 /// How the mount is undone on SIGTERM, and after a session that died.
 enum Unmounter {

@@ -131,6 +131,8 @@ struct State {
     last_end: u64,
     /// Start of the current sequential run.
     run_start: u64,
+    /// Reads in the current sequential run.
+    run_reads: u32,
     /// Everything before this has been asked for by a part.
     prefetched_until: u64,
     window: u64,
@@ -143,6 +145,10 @@ pub struct Reader {
     version: ObjectVersionKey,
     state: Mutex<State>,
 }
+
+/// How far from a sequential run a reordered read of it may land: the
+/// kernel's readahead of a FUSE file (16 MiB by default here) with room.
+const REORDER_SLACK: u64 = 32 * 1024 * 1024;
 
 fn align_down(x: u64) -> u64 {
     x / BLOCK_SIZE * BLOCK_SIZE
@@ -160,6 +166,7 @@ impl Reader {
             object,
             state: Mutex::new(State {
                 last_end: 0,
+                run_reads: 0,
                 run_start: 0,
                 prefetched_until: 0,
                 window,
@@ -238,15 +245,31 @@ impl Reader {
         let tuning = &self.ctx.tuning;
         let size = self.object.size;
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // The kernel reads ahead of a sequential reader with several
+        // requests at once, which reach us in any order: once a run is
+        // under way (two reads in a row; a random reader rarely makes
+        // them), a read a little ahead of what is prefetched or a little
+        // before the run's start belongs to it too, rather than starting a
+        // new run that drops the parts still arriving (and fetches them
+        // again). So does a first read near the start of the file.
+        let fresh = st.run_reads == 0 && st.last_end == 0 && st.prefetched_until == 0;
+        let reordered = (fresh && offset < REORDER_SLACK)
+            || (st.run_reads >= 2
+                && offset + REORDER_SLACK >= st.run_start
+                && offset <= st.prefetched_until.max(st.last_end) + REORDER_SLACK);
         let sequential = offset == st.last_end
+            || reordered
             || (offset >= st.run_start
                 && offset <= st.prefetched_until
                 && st.prefetched_until > st.run_start);
-        if !sequential {
+        if sequential {
+            st.run_reads = st.run_reads.saturating_add(1);
+        } else {
             st.parts.clear();
             st.run_start = align_down(offset);
             st.prefetched_until = st.run_start;
             st.window = tuning.initial_window;
+            st.run_reads = 0;
         }
         // Parts wholly behind this read and complete are dropped (their
         // blocks are in the cache). One still arriving is kept: the kernel
@@ -262,6 +285,9 @@ impl Reader {
             st.parts.pop_front();
         }
         if sequential || offset == 0 {
+            // A read past what is prefetched (the budget ran out, or it
+            // came early) skips ahead; reads of the gap fetch for
+            // themselves.
             if st.prefetched_until < align_down(offset) {
                 st.prefetched_until = align_down(offset);
             }
