@@ -2,8 +2,9 @@
 //! starts small and doubles, and fetches of aligned blocks for random reads.
 //!
 //! A read is *sequential* when it starts where the previous one ended or
-//! inside the range already being prefetched (the kernel may send
-//! neighbouring reads out of order). Sequential reads, and any read at
+//! inside the range already being prefetched, or, once a run is under
+//! way, near it: the kernel sends its readahead as several requests at
+//! once, and they arrive in any order. Sequential reads, and any read at
 //! offset 0, keep `window` bytes in flight ahead of the reader as ranged
 //! GETs ("parts") of at most `part_size`; the window doubles with every
 //! sequential read up to `read_ahead_max`, so the first bytes arrive fast
