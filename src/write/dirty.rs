@@ -406,6 +406,13 @@ impl DirtyFile {
         }
     }
 
+    /// The file is empty: nothing of an old content is left, and a
+    /// front-to-back write streams like a new file's.
+    fn new_again(&mut self) {
+        self.base = None;
+        self.stream.get_or_insert_with(Stream::new);
+    }
+
     pub fn truncate(&mut self, ctx: &WriteContext, len: u64) -> FsResult<()> {
         if self.stream.as_ref().is_some_and(|s| len < s.frontier) {
             self.abandon_stream(ctx);
@@ -416,11 +423,9 @@ impl DirtyFile {
             stream.fill = None;
         }
         if len == 0 {
-            // Nothing of the old content is left: the file is new again,
-            // and a front-to-back rewrite (`O_TRUNC`, which the kernel
-            // sends as a truncate before the writes) streams like one.
-            self.base = None;
-            self.stream.get_or_insert_with(Stream::new);
+            // `O_TRUNC`, which the kernel sends as a truncate before the
+            // writes.
+            self.new_again();
         }
         self.staging.set_len(len)?;
         self.written.truncate(len);
@@ -604,10 +609,8 @@ impl DirtyFile {
             Ok(out) => {
                 if self.size == 0 {
                     // Still empty (a shell's `> file` and GNU dd flush the
-                    // new file when they close the descriptor they dup2'd):
-                    // the writes to come are a new file's, and stream.
-                    self.base = None;
-                    self.stream = Some(Stream::new());
+                    // new file when they close the descriptor they dup2'd).
+                    self.new_again();
                 } else {
                     self.base = Some(BaseObject {
                         etag: out.etag.clone(),
@@ -624,10 +627,7 @@ impl DirtyFile {
             Err(e) => {
                 self.abandon_stream(ctx);
                 if self.size == 0 {
-                    // As after a successful upload of an empty file: what
-                    // comes is a new file's content.
-                    self.base = None;
-                    self.stream = Some(Stream::new());
+                    self.new_again();
                 }
                 // Until now the staged bytes only needed to outlive this
                 // process, which the page cache does; from here they are
