@@ -79,6 +79,12 @@ fn page_with_dirs(prefix: &str, keys: &[String], dirs: &[&str], token: Option<&s
     }
 }
 
+/// The listings here are the proxy's own: their keys are not on the
+/// server, so a HEAD of one finds nothing (and the entry, deleted since it
+/// was listed as far as the mount can tell, is not shown). These tests
+/// are about listings, so their mounts show what a listing says.
+const TRUST_LISTINGS: &str = "--trust-listings";
+
 /// Entry names of a directory in the mount, read in a blocking task with a
 /// bound on the time it may take (a hang fails the test, not CI).
 async fn list(path: std::path::PathBuf) -> std::io::Result<Vec<String>> {
@@ -110,7 +116,11 @@ async fn a_directory_of_100000_keys_lists_whole_in_100_requests() {
         let next = (n + 1 < 100).then(|| format!("p{}", n + 1));
         Some(page("big/", &keys, next.as_deref()))
     }));
-    let mount = Mount::start(c.bucket(), &proxy.url, &["--metadata-ttl", "60s"]);
+    let mount = Mount::start(
+        c.bucket(),
+        &proxy.url,
+        &["--metadata-ttl", "60s", TRUST_LISTINGS],
+    );
     proxy.clear_seen();
 
     let names = list(mount.path.join("big")).await.unwrap();
@@ -155,7 +165,7 @@ async fn a_listing_that_changes_between_pages_shows_each_name_once() {
             }
         })
     }));
-    let mount = Mount::start(c.bucket(), &proxy.url, &[]);
+    let mount = Mount::start(c.bucket(), &proxy.url, &[TRUST_LISTINGS]);
     let names = list(mount.path.join("moving")).await.unwrap();
     let unique: HashSet<&String> = names.iter().collect();
     assert_eq!(names.len(), unique.len(), "a name listed twice");
@@ -182,7 +192,7 @@ async fn a_listing_going_round_in_circles_fails_instead_of_hanging() {
         };
         Some(page("circle/", &[key.to_owned()], Some(next)))
     }));
-    let mount = Mount::start(c.bucket(), &proxy.url, &[]);
+    let mount = Mount::start(c.bucket(), &proxy.url, &[TRUST_LISTINGS]);
     let error = list(mount.path.join("circle")).await.unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
     assert!(
@@ -234,7 +244,11 @@ async fn keys_that_are_no_file_names_are_hidden_and_logged_once() {
         }
         Some(fault)
     }));
-    let mount = Mount::start(c.bucket(), &proxy.url, &["--metadata-ttl", "0s"]);
+    let mount = Mount::start(
+        c.bucket(),
+        &proxy.url,
+        &["--metadata-ttl", "0s", TRUST_LISTINGS],
+    );
     for _ in 0..2 {
         let mut names = list(mount.path.join("dots")).await.unwrap();
         names.sort();
@@ -314,7 +328,11 @@ async fn a_name_split_across_pages_shows_once_and_a_lost_page_is_an_error() {
             _ => None,
         }
     }));
-    let mount = Mount::start(c.bucket(), &proxy.url, &["-o", "max_attempts=2"]);
+    let mount = Mount::start(
+        c.bucket(),
+        &proxy.url,
+        &["-o", "max_attempts=2", TRUST_LISTINGS],
+    );
     let dir = mount.path.join("split");
     let entries = blocking(move || {
         let mut entries: Vec<(String, bool)> = std::fs::read_dir(dir)

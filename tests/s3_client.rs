@@ -163,6 +163,73 @@ async fn conditional_requests() {
         .unwrap();
 }
 
+/// A server that refuses conditional PUTs (B2's 501): the first O_EXCL
+/// put is refused once and sent again plain after a HEAD; from then on no
+/// conditional header is sent, and an existing key still gets 412.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_puts_fall_back_to_a_head_where_conditional_puts_are_refused() {
+    let s = server();
+    let direct = new_bucket("refused-conditional").await;
+    let proxy = FaultProxy::start(&s.endpoint).await;
+    proxy.refuse_conditional_put(true);
+    let c = S3Client::new(s.config_via(&proxy.url, direct.bucket())).unwrap();
+    let create = PutOptions {
+        if_none_match_any: true,
+        ..Default::default()
+    };
+    c.put_object("a", Bytes::from_static(b"one"), &create)
+        .await
+        .expect("an O_EXCL put on a server refusing If-None-Match succeeds");
+    let err = c
+        .put_object("a", Bytes::from_static(b"two"), &create)
+        .await
+        .unwrap_err();
+    assert!(err.is_precondition_failed(), "{err}");
+    c.put_object("b", Bytes::from_static(b"three"), &create)
+        .await
+        .unwrap();
+    let seen = proxy.seen();
+    let conditional = seen
+        .iter()
+        .filter(|r| r.method == "PUT" && r.header_names.iter().any(|h| h == "if-none-match"))
+        .count();
+    assert_eq!(conditional, 1, "asked once, then never again");
+    assert_eq!(proxy.count("HEAD", "/a"), 2, "a HEAD before each put of a");
+    let (_, a) = direct
+        .get_object_bytes("a", GetRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(&a[..], b"one", "the existing object is kept");
+}
+
+/// An O_EXCL put whose answer is lost after the server stored it: the
+/// retry gets 412, and the client finds its own bytes there instead of
+/// reporting that the key exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_put_whose_answer_was_lost_is_not_reported_as_existing() {
+    let s = server();
+    let direct = new_bucket("lost-exclusive").await;
+    let proxy = FaultProxy::start(&s.endpoint).await;
+    let c = S3Client::new(s.config_via(&proxy.url, direct.bucket())).unwrap();
+    let create = PutOptions {
+        if_none_match_any: true,
+        ..Default::default()
+    };
+    proxy.inject(Some("PUT"), Fault::DropConnection, 1);
+    c.put_object("k", Bytes::from_static(b"mine"), &create)
+        .await
+        .expect("the lost answer is recognised as our own create");
+    assert_eq!(proxy.count("PUT", "/k"), 2, "sent twice");
+    // Someone else's object is still a conflict after a retry.
+    proxy.inject(Some("PUT"), Fault::DropConnection, 1);
+    put(&direct, "other", b"theirs").await;
+    let err = c
+        .put_object("other", Bytes::from_static(b"mine"), &create)
+        .await
+        .unwrap_err();
+    assert!(err.is_precondition_failed(), "{err}");
+}
+
 #[tokio::test]
 async fn odd_keys_round_trip_and_list_back_exactly() {
     let c = new_bucket("oddkeys").await;

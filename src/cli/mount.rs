@@ -139,6 +139,14 @@ pub struct MountArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration, help_heading = "Caching")]
     pub metadata_ttl: Duration,
 
+    /// Show entries of a listing with the size and LastModified it gives
+    /// and the default mode and owner, without a HEAD per object this mount
+    /// has not seen: faster and cheaper for big directories, but symlinks,
+    /// modes, owners and mtimes set by s3fs-style metadata show wrong until
+    /// each file is looked up. Off by default.
+    #[arg(long, help_heading = "Caching")]
+    pub trust_listings: bool,
+
     /// How long a missing name is trusted to stay missing.
     #[arg(long, default_value = "1s", value_parser = parse_duration, help_heading = "Caching")]
     pub negative_ttl: Duration,
@@ -365,6 +373,7 @@ fn serve(
         },
         metadata_ttl: args.metadata_ttl,
         negative_ttl: args.negative_ttl,
+        trust_listings: args.trust_listings,
         read_only: args.read_only,
         read: ReadTuning {
             part_size: args.part_size,

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
 
 use super::attr::{Attr, Kind};
@@ -66,6 +67,10 @@ impl Drop for DirSnapshot {
 /// Entries handed to one readdir call at most; its reply buffer holds far
 /// fewer anyway.
 const BATCH: usize = 512;
+
+/// HEADs in flight for one directory listing's entries. Against B2's
+/// ~50 ms round trips, 64 at once list ~1,000 unknown files a second.
+const READDIR_HEADS: usize = 64;
 
 impl DirSnapshot {
     fn new(inode: &Inode) -> Self {
@@ -183,43 +188,55 @@ impl Fs {
         // cannot be listed fails here, where `ls` reports it.
         let mut pages = self.dir_pages(&inode.path);
         let first = self.next_dir_page(&mut pages).await?;
-        self.fill_from(&snapshot, &mut filler, first, &pages);
-        if pages.done {
-            self.finish_filling(&snapshot, filler, Ok(()));
-        } else {
-            let fs = self.clone();
-            let task_snapshot = Arc::downgrade(&snapshot);
-            let task = tokio::spawn(async move {
-                loop {
-                    let page = fs.next_dir_page(&mut pages).await;
-                    // Nobody reads the listing any more: stop paging.
-                    let Some(snapshot) = task_snapshot.upgrade() else {
-                        return;
-                    };
-                    match page {
-                        Ok(page) => fs.fill_from(&snapshot, &mut filler, page, &pages),
-                        Err(e) => return fs.finish_filling(&snapshot, filler, Err(e)),
-                    }
-                    if pages.done {
-                        return fs.finish_filling(&snapshot, filler, Ok(()));
-                    }
+        let mut listed = self.fill_from(&mut filler, first, &pages);
+        // Each page's entries have their attributes made true (HEADs of
+        // what this mount does not know) while the next page is listed.
+        let fs = self.clone();
+        let task_snapshot = Arc::downgrade(&snapshot);
+        let task = tokio::spawn(async move {
+            loop {
+                let more = !pages.done;
+                let (page, entries) = tokio::join!(
+                    async {
+                        match more {
+                            true => fs.next_dir_page(&mut pages).await,
+                            false => Ok(None),
+                        }
+                    },
+                    fs.complete_entries(&filler.dir_path, std::mem::take(&mut listed))
+                );
+                // Nobody reads the listing any more: stop.
+                let Some(snapshot) = task_snapshot.upgrade() else {
+                    return;
+                };
+                match entries {
+                    Ok(entries) => snapshot.push(entries),
+                    Err(e) => return fs.finish_filling(&snapshot, filler, Err(e)),
                 }
-            });
-            *snapshot.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
-        }
+                match page {
+                    Ok(page) => listed = fs.fill_from(&mut filler, page, &pages),
+                    Err(e) => return fs.finish_filling(&snapshot, filler, Err(e)),
+                }
+                if !more {
+                    return fs.finish_filling(&snapshot, filler, Ok(()));
+                }
+            }
+        });
+        *snapshot.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
         Ok(self.add_handle(Handle::Dir(snapshot)))
     }
 
-    /// Add a page's entries to the snapshot: directories at once, files
-    /// once the listing is past where their directory twin would be.
+    /// A page's entries, in order: directories at once, files once the
+    /// listing is past where their directory twin would be.
     fn fill_from(
         &self,
-        snapshot: &DirSnapshot,
         filler: &mut Filler,
         page: Option<DirPage>,
         pages: &DirPages,
-    ) {
-        let Some(page) = page else { return };
+    ) -> Vec<(String, Listed)> {
+        let Some(page) = page else {
+            return Vec::new();
+        };
         let hidden = self.hidden_by_versions(&filler.dir_path);
         let mut out = Vec::new();
         for (name, listed) in page.files {
@@ -244,7 +261,7 @@ impl Fs {
                 self.admit(filler, &mut out, name, listed, hidden, &pages.prefix);
             }
         }
-        snapshot.push(out);
+        out
     }
 
     /// One listed child: remembered for the cache, shown unless a local
@@ -252,7 +269,7 @@ impl Fs {
     fn admit(
         &self,
         filler: &mut Filler,
-        out: &mut Vec<DirEntry>,
+        out: &mut Vec<(String, Listed)>,
         name: String,
         listed: Listed,
         hidden: Option<&str>,
@@ -263,15 +280,36 @@ impl Fs {
             return;
         }
         if filler.shown.insert(name.clone()) {
-            let (mut attr, etag) = self.listed_attr(&listed);
-            self.dir_time(&child_path(&filler.dir_path, &name), &mut attr);
-            out.push(DirEntry {
-                name: name.clone(),
-                attr,
-                etag,
-            });
+            out.push((name.clone(), listed.clone()));
         }
         filler.all.insert(name, listed);
+    }
+
+    /// Listed entries with attributes as true as a `stat` of each (see
+    /// `listed_resolved`), asked for many at once, in listing order. A
+    /// file deleted since it was listed is left out.
+    async fn complete_entries(
+        &self,
+        dir_path: &str,
+        listed: Vec<(String, Listed)>,
+    ) -> FsResult<Vec<DirEntry>> {
+        let entries = futures::stream::iter(listed)
+            .map(|(name, listed)| async move {
+                let path = child_path(dir_path, &name);
+                let resolved = self.listed_resolved(&path, &listed).await?;
+                Ok::<_, FsError>(resolved.map(|mut r| {
+                    self.dir_time(&path, &mut r.attr);
+                    DirEntry {
+                        name,
+                        attr: r.attr,
+                        etag: r.etag,
+                    }
+                }))
+            })
+            .buffered(READDIR_HEADS)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(entries.into_iter().flatten().collect())
     }
 
     /// The listing ended (or failed): the snapshot is complete, and a

@@ -427,10 +427,10 @@ impl Fs {
         let mut listing = self.cached_listing(dir_path);
         if let Some(listing) = &listing {
             if !listing.names_only {
-                return Ok(listing.entries.get(name).map(|listed| {
-                    let (attr, etag) = self.listed_attr(listed);
-                    Resolved { attr, etag }
-                }));
+                return match listing.entries.get(name) {
+                    Some(listed) => self.listed_resolved(&path, listed).await,
+                    None => Ok(None),
+                };
             }
         }
         if self.negative_hit(&path) {
@@ -473,13 +473,70 @@ impl Fs {
             None => self.client.head_object(&key, None).await,
         };
         match answer {
-            Ok(meta) => Ok(Some(self.head_resolved(meta))),
+            Ok(meta) => Ok(Some(self.head_resolved(&key, meta))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    fn head_resolved(&self, meta: crate::s3::ObjectMeta) -> Resolved {
+    /// What a listed child is, as true as a `stat` of it: from what this
+    /// mount knows of that very version, else asked (a HEAD of the file,
+    /// or of the directory's marker). With `trust_listings`, unknown
+    /// entries show what the listing says and the default modes instead.
+    /// `None`: a listed file that is gone now.
+    pub(crate) async fn listed_resolved(
+        &self,
+        path: &str,
+        listed: &Listed,
+    ) -> FsResult<Option<Resolved>> {
+        if let Listed::File { size, mtime, etag } = listed {
+            if let Some(attr) = self.known.file(&self.key(path), etag, *size, *mtime) {
+                return Ok(Some(Resolved {
+                    attr,
+                    etag: Some(etag.clone()),
+                }));
+            }
+        }
+        if self.config.trust_listings {
+            let (attr, etag) = self.listed_attr(listed);
+            return Ok(Some(Resolved { attr, etag }));
+        }
+        match listed {
+            Listed::File { .. } => self.resolve_file(path).await,
+            Listed::Dir { .. } => Ok(Some(Resolved {
+                attr: self.marker_attr(path).await?,
+                etag: None,
+            })),
+        }
+    }
+
+    /// A directory's attributes: its marker object's metadata, or the
+    /// defaults where it has none. Kept `metadata_ttl`.
+    async fn marker_attr(&self, path: &str) -> FsResult<Attr> {
+        let marker = format!("{}/", self.key(path));
+        if let Some(attr) = self.known.dir(&marker) {
+            return Ok(attr);
+        }
+        let attr = match self.client.head_object(&marker, None).await {
+            Ok(meta) => self
+                .config
+                .attrs
+                .dir(Some((meta.last_modified, Some(&meta.user_metadata)))),
+            // A key without listBuckets gets 403 for a missing object
+            // (B2, AWS without s3:ListBucket): an implicit directory.
+            Err(e) if e.is_not_found() || e.is_access_denied() => self.config.attrs.dir(None),
+            Err(e) => return Err(e.into()),
+        };
+        self.known.learn_dir(
+            &marker,
+            attr.clone(),
+            Instant::now() + self.config.metadata_ttl,
+        );
+        Ok(attr)
+    }
+
+    /// A file's attributes as a HEAD of it tells them.
+    pub(crate) fn attr_of_head(&self, meta: &crate::s3::ObjectMeta) -> Attr {
         let mut attr =
             self.config
                 .attrs
@@ -489,6 +546,18 @@ impl Fs {
             // slash) is still shown as what it is: a file.
             attr.kind = Kind::File;
         }
+        attr
+    }
+
+    fn head_resolved(&self, key: &str, meta: crate::s3::ObjectMeta) -> Resolved {
+        let attr = self.attr_of_head(&meta);
+        self.known.learn_file(
+            key,
+            &meta.etag,
+            meta.size,
+            Some(meta.last_modified),
+            attr.clone(),
+        );
         Resolved {
             attr,
             etag: Some(Arc::from(meta.etag)),
@@ -517,14 +586,7 @@ impl Fs {
             }
             // A marker object may carry the directory's mode and owner.
             let attr = if first.key == dir_request.prefix {
-                let metadata = match self.client.head_object(&first.key, None).await {
-                    Ok(meta) => Some(meta.user_metadata),
-                    Err(e) if e.is_not_found() => None,
-                    Err(e) => return Err(e.into()),
-                };
-                self.config
-                    .attrs
-                    .dir(Some((first.last_modified, metadata.as_ref())))
+                self.marker_attr(path).await?
             } else {
                 self.config.attrs.dir(None)
             };
@@ -537,7 +599,7 @@ impl Fs {
             }));
         }
         match head {
-            Ok(meta) => Ok(Some(self.head_resolved(meta))),
+            Ok(meta) => Ok(Some(self.head_resolved(&key, meta))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }

@@ -15,6 +15,7 @@ mod dir;
 pub mod error;
 mod file;
 pub mod inode;
+mod known_attrs;
 mod lookup;
 pub mod names;
 mod stat_ahead;
@@ -51,6 +52,9 @@ pub struct FsConfig {
     pub metadata_ttl: Duration,
     /// How long "no such file" is trusted.
     pub negative_ttl: Duration,
+    /// Show listed objects this mount knows nothing of with the listing's
+    /// size and time and default modes, instead of a HEAD of each.
+    pub trust_listings: bool,
     pub read_only: bool,
     pub read: ReadTuning,
     /// Where staging files live (a per-mount directory is made inside).
@@ -110,6 +114,8 @@ pub struct Fs {
     negative: Mutex<HashMap<String, Instant>>,
     /// HEADs started ahead of a walk through a directory's files.
     stat_ahead: stat_ahead::StatAhead,
+    /// Metadata known for exact object versions (see `known_attrs`).
+    known: known_attrs::KnownAttrs,
     handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
     read_ctx: Arc<ReadContext>,
@@ -159,6 +165,7 @@ impl Fs {
             )),
             negative: Mutex::new(HashMap::new()),
             stat_ahead: stat_ahead::StatAhead::new(config.metadata_ttl),
+            known: known_attrs::KnownAttrs::new(known_attrs::KNOWN_OBJECTS),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             read_ctx,

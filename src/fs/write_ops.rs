@@ -321,6 +321,9 @@ impl Fs {
         };
         let path = self.path_of(&dirty.key);
         let attr = self.attr_of_dirty(dirty);
+        // A listing of the new version shows these attributes, no HEAD.
+        self.known
+            .learn_file(&dirty.key, &out.etag, dirty.size, None, attr.clone());
         if let Some(ino) = ino {
             self.inodes.update(ino, |i| {
                 i.attr = attr.clone();
@@ -463,6 +466,16 @@ impl Fs {
         match inode.attr.kind {
             Kind::Dir => {
                 let key = format!("{}/", self.key(&inode.path));
+                self.known.forget(&key);
+                if change.mtime.is_some() {
+                    // A time set explicitly (cp -a, rsync, tar x set it
+                    // after filling the directory) wins over the time of
+                    // the last change made here.
+                    self.dir_times
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(inode.path.as_ref());
+                }
                 let mut metadata = match self.client.head_object(&key, None).await {
                     Ok(meta) => meta.user_metadata,
                     Err(e) if e.is_not_found() => BTreeMap::from([(
@@ -480,6 +493,7 @@ impl Fs {
             }
             _ => {
                 let key = self.key(&inode.path);
+                self.known.forget(&key);
                 let meta = self.client.head_object(&key, None).await?;
                 let mut metadata = meta.user_metadata;
                 let type_bits = match inode.attr.kind {
@@ -555,6 +569,26 @@ impl Fs {
         };
         let out = self.client.put_object(&key, body, &options).await?;
         self.forget_missing(&path);
+        let attr = if key_suffix == "/" {
+            let attr = self
+                .config
+                .attrs
+                .dir(Some((SystemTime::now(), Some(&metadata))));
+            self.known.learn_dir(
+                &key,
+                attr.clone(),
+                Instant::now() + self.config.metadata_ttl,
+            );
+            attr
+        } else {
+            let attr = self
+                .config
+                .attrs
+                .object(size, SystemTime::now(), Some(&metadata));
+            self.known
+                .learn_file(&key, &out.etag, size, None, attr.clone());
+            attr
+        };
         let listed = if key_suffix == "/" {
             self.new_empty_dir(&path);
             Listed::Dir {
@@ -565,15 +599,6 @@ impl Fs {
         };
         self.child_changed(&parent_inode.path, name, Some(listed));
         self.touch_dir(&parent_inode.path);
-        let attr = if key_suffix == "/" {
-            self.config
-                .attrs
-                .dir(Some((SystemTime::now(), Some(&metadata))))
-        } else {
-            self.config
-                .attrs
-                .object(size, SystemTime::now(), Some(&metadata))
-        };
         Ok(self.inodes.remember(
             parent,
             &path,
@@ -660,6 +685,7 @@ impl Fs {
         if remote.is_some() {
             self.pin_open_readers(&path).await;
             self.client.delete_object(&self.key(&path), None).await?;
+            self.known.forget(&self.key(&path));
         }
         self.child_changed(&parent_inode.path, name, None);
         self.touch_dir(&parent_inode.path);
@@ -867,21 +893,29 @@ impl Fs {
                 })?;
             dirty.key = to_key.clone();
         }
-        let size = match self.client.head_object(&from_key, None).await {
-            Ok(meta) => Some(meta.size),
+        let source = match self.client.head_object(&from_key, None).await {
+            Ok(meta) => Some(meta),
             Err(e) if e.is_not_found() && local.is_some() => None,
             Err(e) => return Err(e.into()),
         };
-        if let Some(size) = size {
+        let size = source.as_ref().map(|meta| meta.size);
+        if let Some(meta) = &source {
             self.pin_open_readers(from).await;
             self.copy_object(
                 &CopySource::latest(from_key.as_str()),
                 &to_key,
-                size,
+                meta.size,
                 MetadataDirective::Copy,
             )
             .await?;
             self.client.delete_object(&from_key, None).await?;
+            self.known.forget(&from_key);
+            // The copy keeps the metadata; a one-part copy keeps the ETag
+            // too, and a listing that shows it needs no HEAD (one that
+            // shows another ETag asks).
+            let attr = self.attr_of_head(meta);
+            self.known
+                .learn_file(&to_key, &meta.etag, meta.size, None, attr);
         }
         if let Some(local) = local {
             let mut dirty = local.dirty.lock().await;

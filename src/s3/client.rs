@@ -21,6 +21,7 @@ use super::encode::{encode_key, key_is_addressable, query_string};
 use super::endpoint::Endpoint;
 use super::error::{ErrorKind, S3Error};
 use super::retry::{parse_retry_after, RetryPolicy};
+use super::server_caps::ServerCaps;
 use super::signing::Signer;
 use super::sse::ServerSideEncryption;
 use super::types::PutOptions;
@@ -94,6 +95,8 @@ pub(crate) struct Inner {
     retry: RetryPolicy,
     pub(crate) sse: ServerSideEncryption,
     pub(crate) checksum: ChecksumChoice,
+    /// What the server honours (conditional PUTs), learnt as we go.
+    pub(crate) caps: ServerCaps,
 }
 
 impl std::fmt::Debug for S3Client {
@@ -264,6 +267,7 @@ impl S3Client {
             .map_err(|e| ClientBuildError::Http(error_chain(&e)))?;
         let signer = Signer::new(&config.credentials, &config.endpoint.region);
         let checksum = ChecksumChoice::new(config.upload_checksum, config.endpoint.is_b2());
+        let caps = ServerCaps::new(config.endpoint.is_b2());
         Ok(S3Client {
             inner: Arc::new(Inner {
                 http,
@@ -273,6 +277,7 @@ impl S3Client {
                 retry: config.retry,
                 sse: config.sse,
                 checksum,
+                caps,
             }),
         })
     }

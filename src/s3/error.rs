@@ -152,6 +152,9 @@ impl S3Error {
                             | "ThrottlingException"
                             | "TooManyRequests"
                             | "RequestLimitExceeded"
+                            // Two conditional writes raced (AWS): one of
+                            // them won; asking again gets its answer.
+                            | "ConditionalRequestConflict"
                             // The body arrived damaged: ours is intact,
                             // so sending it again is the cure.
                             | "BadDigest"

@@ -4,7 +4,7 @@
 //! one module per family of operations (`objects`, `listing`, `multipart`,
 //! `bucket`), and the pieces they share: `endpoint` (URLs and addressing),
 //! `credentials`, `signing` (SigV4), `checksum` (the digest
-//! uploads carry), `sse` (encryption headers), `encode`
+//! uploads carry), `server_caps` (which optional headers the server honours), `sse` (encryption headers), `encode`
 //! (key and query encoding), `xml` (bodies), `retry` (when to try again) and
 //! `error` (what went wrong). This layer knows nothing of files or inodes.
 
@@ -19,6 +19,7 @@ pub mod listing;
 mod multipart;
 mod objects;
 mod retry;
+mod server_caps;
 mod signing;
 pub mod sse;
 mod types;

@@ -7,12 +7,14 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use md5::{Digest, Md5};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 
 use super::checksum::{BodyDigest, UploadChecksum};
 use super::client::{transport_error_for, Request, S3Client, CRC32C_HEADER};
 use super::error::{ErrorKind, S3Error};
+use super::server_caps::{refuses_condition_header, Support};
 use super::types::*;
 use super::xml::{self, parse_timestamp, unquote_etag};
 
@@ -163,18 +165,111 @@ impl S3Client {
 
     /// PutObject: store `body` as `key` in one request, with the digest
     /// the server checks (see `send_upload`).
+    ///
+    /// With `if_none_match_any` (an `O_EXCL` create) the key must not exist:
+    /// a 412 says it does. Where the server honours `If-None-Match` it
+    /// decides; where it refuses the header (B2's 501) this checks with a
+    /// HEAD just before the upload instead (see `server_caps.rs`).
     pub async fn put_object(
         &self,
         key: &str,
         body: Bytes,
         options: &PutOptions,
     ) -> Result<PutObjectOutput, S3Error> {
+        if !options.if_none_match_any {
+            return self.put_object_once(key, body, options, false).await;
+        }
+        if self.inner.caps.conditional_put() != Support::No {
+            match self.put_object_once(key, body.clone(), options, true).await {
+                Err(e) if refuses_condition_header(e.status(), e.code()) => {
+                    self.inner
+                        .caps
+                        .conditional_put_refused(&format!("the server answered {e}"));
+                }
+                result => {
+                    if result.is_ok() || result.as_ref().is_err_and(S3Error::is_precondition_failed)
+                    {
+                        self.inner.caps.conditional_put_honoured();
+                    }
+                    return match result {
+                        Err(e) if e.is_precondition_failed() && e.attempts > 1 => {
+                            self.created_by_an_earlier_attempt(key, &body, e).await
+                        }
+                        other => other,
+                    };
+                }
+            }
+        }
+        match self.head_object(key, None).await {
+            Ok(_) => {
+                return Err(S3Error::new(
+                    "PutObject",
+                    Some(key),
+                    ErrorKind::Service {
+                        status: 412,
+                        code: "PreconditionFailed".into(),
+                        message: "the key exists (checked by a HEAD: the server does not \
+                                  honour If-None-Match)"
+                            .into(),
+                        request_id: None,
+                    },
+                ))
+            }
+            Err(e) if e.is_not_found() => {}
+            // A key without listBuckets gets 403 for a missing key (B2,
+            // AWS without s3:ListBucket): it cannot tell, so the upload
+            // goes ahead, as it would have without O_EXCL.
+            Err(e) if e.is_access_denied() => {}
+            Err(e) => return Err(e),
+        }
+        self.put_object_once(key, body, options, false).await
+    }
+
+    /// A conditional PUT that was sent more than once failed its
+    /// condition: an earlier attempt may have stored the object and lost
+    /// its answer, and then the key exists because we made it. It is ours
+    /// if it holds exactly our bytes (its ETag is their MD5).
+    async fn created_by_an_earlier_attempt(
+        &self,
+        key: &str,
+        body: &Bytes,
+        failed: S3Error,
+    ) -> Result<PutObjectOutput, S3Error> {
+        if !self.sse().etag_is_md5() {
+            return Err(failed);
+        }
+        let head = match self.head_object(key, None).await {
+            Ok(head) => head,
+            Err(_) => return Err(failed),
+        };
+        let md5: String = Md5::digest(body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if head.etag.eq_ignore_ascii_case(&md5) && head.size == body.len() as u64 {
+            tracing::debug!(key, "an O_EXCL upload's lost answer: the object is ours");
+            Ok(PutObjectOutput {
+                etag: head.etag,
+                version_id: head.version_id,
+            })
+        } else {
+            Err(failed)
+        }
+    }
+
+    async fn put_object_once(
+        &self,
+        key: &str,
+        body: Bytes,
+        options: &PutOptions,
+        if_none_match: bool,
+    ) -> Result<PutObjectOutput, S3Error> {
         let (headers, digest) = self
             .send_upload(&body, |digest| {
                 let mut req = Request::new("PutObject", Method::PUT, Some(key))
                     .body_with_digest(body.clone(), digest);
                 req = req.put_options(options)?;
-                if options.if_none_match_any {
+                if if_none_match {
                     req = req.header("if-none-match", "*")?;
                 }
                 self.sse().apply_for_write(&mut req.headers);
@@ -206,11 +301,15 @@ impl S3Client {
         loop {
             let digest = BodyDigest::of(self.upload_checksum(), body).await;
             let req = build(&digest)?;
+            // B2 answers a conditional PUT with 501 NotImplemented: that
+            // refuses the condition (see `put_object`), not the checksum.
+            let conditional = req.headers.contains_key("if-none-match");
             match self.send(&req).await {
                 Ok((_, headers, _)) => {
                     self.check_crc32c_confirmed(&headers, &digest);
                     return Ok((headers, digest));
                 }
+                Err(e) if conditional && e.status() == Some(501) => return Err(e),
                 Err(e) if digest.crc32c.is_some() && self.refused_crc32c(&e) => continue,
                 Err(e) => return Err(e),
             }

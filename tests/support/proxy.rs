@@ -107,6 +107,9 @@ struct State {
     latency: std::time::Duration,
     responder: Option<Responder>,
     crc32c: Crc32cSupport,
+    /// Refuse PutObjects carrying `If-None-Match` / `If-Match` with 501
+    /// NotImplemented, as B2 does.
+    refuse_conditional_put: bool,
 }
 
 /// What the "server" does with `x-amz-checksum-crc32c`.
@@ -276,6 +279,28 @@ impl FaultProxy {
         self.state.lock().unwrap().crc32c = support;
     }
 
+    /// Answer PutObjects that carry `If-None-Match` or `If-Match` with
+    /// `501 NotImplemented`, as B2 does (copies with
+    /// `x-amz-copy-source-if-match` still go through, as on B2).
+    pub fn refuse_conditional_put(&self, refuse: bool) {
+        self.state.lock().unwrap().refuse_conditional_put = refuse;
+    }
+
+    /// Answer as B2 does where it differs from S3: conditional PUTs get
+    /// 501, checksum headers 400, and one request in `every` is throttled
+    /// (`503 SlowDown`) or has its connection dropped after the server
+    /// applied it.
+    pub fn b2_like(&self, every: usize) {
+        self.refuse_conditional_put(true);
+        self.crc32c(Crc32cSupport::Refused);
+        self.inject_every(every, vec![Fault::slow_down(), Fault::DropConnection]);
+    }
+
+    /// How many requests got an injected fault.
+    pub fn faults_seen(&self) -> usize {
+        self.seen().iter().filter(|s| s.fault.is_some()).count()
+    }
+
     /// Drop every queued fault: the "server" recovers.
     pub fn clear_faults(&self) {
         let mut state = self.state.lock().unwrap();
@@ -438,10 +463,20 @@ async fn handle(
         None
     };
     let fault = take_fault(&state, &method, &path_and_query, header_names, digest);
-    let (latency, crc32c) = {
+    let (latency, crc32c, refuse_conditional_put) = {
         let state = state.lock().unwrap();
-        (state.latency, state.crc32c)
+        (state.latency, state.crc32c, state.refuse_conditional_put)
     };
+    let is_conditional_put = req.method() == hyper::Method::PUT
+        && !req.headers().contains_key("x-amz-copy-source")
+        && (req.headers().contains_key("if-none-match") || req.headers().contains_key("if-match"));
+    if refuse_conditional_put && is_conditional_put {
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented (test proxy, as B2)</Message></Error>";
+        return Ok(Response::builder()
+            .status(501)
+            .body(full(body))
+            .expect("response"));
+    }
     let crc32c_sent = req
         .headers()
         .get("x-amz-checksum-crc32c")

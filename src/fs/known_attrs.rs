@@ -1,0 +1,222 @@
+//! Attributes known for exact versions of objects, so that a listing can
+//! show them without asking again.
+//!
+//! A listing carries each object's size, ETag and LastModified but none of
+//! its user metadata, where the mode, owner, mtime and file type (a
+//! symlink, a FIFO) live. So an entry is shown from a listing only when
+//! this mount already knows the metadata of that very version: from a HEAD
+//! of it, or because this mount wrote it. Any change to an object, of its
+//! bytes or of its metadata alone (a copy onto itself), gives it a new
+//! LastModified, so (ETag, size, LastModified) names a version well enough
+//! to trust what was learnt about it; a listed entry that does not match
+//! is asked about again (see `dir.rs`).
+//!
+//! This mount's own uploads do not tell their LastModified (PutObject
+//! answers without one), so they are recorded by ETag and size, and the
+//! first listing that shows that ETag fixes the time. A metadata-only
+//! change made elsewhere to such an object before this mount lists it
+//! again goes unseen until the entry is evicted or the object changes.
+//!
+//! Directories have no version to check: what a marker object (`dir/`)
+//! says, or that there is none, is kept `metadata_ttl` like any cached
+//! attribute.
+//!
+//! Bounded by entries, least recently used first out.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use lru::LruCache;
+
+use super::attr::Attr;
+
+/// Objects whose attributes are remembered at once. An entry holds the
+/// key, the ETag and the attributes: about 250 bytes, so 25 MiB when full.
+pub(crate) const KNOWN_OBJECTS: usize = 100_000;
+
+#[derive(Debug, Clone)]
+struct Known {
+    /// Empty for a directory.
+    etag: Arc<str>,
+    size: u64,
+    /// Whole seconds since the epoch (HEAD answers carry no more); `None`
+    /// until a listing shows this mount's own upload.
+    last_modified: Option<u64>,
+    attr: Attr,
+    /// For directories: trusted until then.
+    until: Option<Instant>,
+}
+
+pub(crate) struct KnownAttrs {
+    entries: Mutex<LruCache<String, Known>>,
+}
+
+fn seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl KnownAttrs {
+    pub(crate) fn new(capacity: usize) -> Self {
+        KnownAttrs {
+            entries: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Known>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What a HEAD of `key` said (`last_modified` given), or what this
+    /// mount just stored there (`None`).
+    pub(crate) fn learn_file(
+        &self,
+        key: &str,
+        etag: &str,
+        size: u64,
+        last_modified: Option<SystemTime>,
+        attr: Attr,
+    ) {
+        if etag.is_empty() {
+            return;
+        }
+        self.lock().put(
+            key.to_owned(),
+            Known {
+                etag: Arc::from(etag),
+                size,
+                last_modified: last_modified.map(seconds),
+                attr,
+                until: None,
+            },
+        );
+    }
+
+    /// The attributes of file `key` as a listing shows it, if they are
+    /// known for exactly this version.
+    pub(crate) fn file(
+        &self,
+        key: &str,
+        etag: &str,
+        size: u64,
+        last_modified: SystemTime,
+    ) -> Option<Attr> {
+        let mut entries = self.lock();
+        let known = entries.get_mut(key)?;
+        if etag.is_empty() || *known.etag != *etag || known.size != size || known.until.is_some() {
+            return None;
+        }
+        let listed = seconds(last_modified);
+        match known.last_modified {
+            Some(t) if t != listed => None,
+            Some(_) => Some(known.attr.clone()),
+            None => {
+                known.last_modified = Some(listed);
+                Some(known.attr.clone())
+            }
+        }
+    }
+
+    /// A directory's attributes (from its marker object, or the defaults
+    /// where it has none), trusted until `until`. `marker_key` ends in `/`.
+    pub(crate) fn learn_dir(&self, marker_key: &str, attr: Attr, until: Instant) {
+        self.lock().put(
+            marker_key.to_owned(),
+            Known {
+                etag: Arc::from(""),
+                size: 0,
+                last_modified: None,
+                attr,
+                until: Some(until),
+            },
+        );
+    }
+
+    pub(crate) fn dir(&self, marker_key: &str) -> Option<Attr> {
+        let mut entries = self.lock();
+        let known = entries.get(marker_key)?;
+        match known.until {
+            Some(until) if until > Instant::now() => Some(known.attr.clone()),
+            _ => {
+                entries.pop(marker_key);
+                None
+            }
+        }
+    }
+
+    /// This mount changed or removed `key` in a way the next listing
+    /// might not tell apart.
+    pub(crate) fn forget(&self, key: &str) {
+        self.lock().pop(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::attr::Kind;
+    use std::time::Duration;
+
+    fn attr(perm: u16) -> Attr {
+        Attr {
+            kind: Kind::File,
+            size: 3,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            perm,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    fn at(secs: u64, millis: u32) -> SystemTime {
+        UNIX_EPOCH + Duration::new(secs, millis * 1_000_000)
+    }
+
+    #[test]
+    fn a_head_is_trusted_for_exactly_its_version() {
+        let known = KnownAttrs::new(10);
+        known.learn_file("a", "e1", 3, Some(at(100, 0)), attr(0o640));
+        // Listings keep milliseconds, HEAD answers whole seconds.
+        assert_eq!(
+            known.file("a", "e1", 3, at(100, 250)).map(|a| a.perm),
+            Some(0o640)
+        );
+        // Another version, or the same bytes with new metadata.
+        assert!(known.file("a", "e2", 3, at(100, 0)).is_none());
+        assert!(known.file("a", "e1", 4, at(100, 0)).is_none());
+        assert!(known.file("a", "e1", 3, at(101, 0)).is_none());
+        assert!(known.file("b", "e1", 3, at(100, 0)).is_none());
+    }
+
+    #[test]
+    fn an_own_upload_takes_the_first_listed_time() {
+        let known = KnownAttrs::new(10);
+        known.learn_file("a", "e1", 3, None, attr(0o600));
+        assert_eq!(
+            known.file("a", "e1", 3, at(50, 0)).map(|a| a.perm),
+            Some(0o600)
+        );
+        // From then on the time must match.
+        assert!(known.file("a", "e1", 3, at(60, 0)).is_none());
+        // An upload with no ETag to check against is not remembered.
+        known.learn_file("b", "", 3, None, attr(0o600));
+        assert!(known.file("b", "", 3, at(50, 0)).is_none());
+    }
+
+    #[test]
+    fn directories_expire_and_entries_are_bounded() {
+        let known = KnownAttrs::new(2);
+        known.learn_dir("d/", attr(0o750), Instant::now() + Duration::from_secs(60));
+        known.learn_dir("old/", attr(0o750), Instant::now());
+        assert_eq!(known.dir("d/").map(|a| a.perm), Some(0o750));
+        assert!(known.dir("old/").is_none());
+        known.learn_file("x", "e", 1, None, attr(0o644));
+        known.learn_file("y", "e", 1, None, attr(0o644));
+        assert!(known.dir("d/").is_none(), "the least recently used went");
+        known.forget("x");
+        assert!(known.file("x", "e", 1, at(1, 0)).is_none());
+    }
+}
