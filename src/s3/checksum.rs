@@ -210,7 +210,8 @@ impl BodyDigest {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of a digest, as ETags and signed payloads spell it.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -55,10 +55,7 @@ pub fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
             all.push(u8::from_str_radix(text, 16).ok()?);
         }
     }
-    let digest: String = Md5::digest(&all)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = super::checksum::hex(&Md5::digest(&all));
     Some(format!("{digest}-{}", parts.len()))
 }
 

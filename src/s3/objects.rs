@@ -11,7 +11,7 @@ use md5::{Digest, Md5};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 
-use super::checksum::{BodyDigest, UploadChecksum};
+use super::checksum::{hex, BodyDigest, UploadChecksum};
 use super::client::{transport_error_for, Request, S3Client, CRC32C_HEADER};
 use super::error::{ErrorKind, S3Error};
 use super::server_caps::{refuses_condition_header, Support};
@@ -242,10 +242,7 @@ impl S3Client {
             Ok(head) => head,
             Err(_) => return Err(failed),
         };
-        let md5: String = Md5::digest(body)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let md5 = hex(&Md5::digest(body));
         if head.etag.eq_ignore_ascii_case(&md5) && head.size == body.len() as u64 {
             tracing::debug!(key, "an O_EXCL upload's lost answer: the object is ours");
             Ok(PutObjectOutput {
@@ -354,7 +351,7 @@ impl S3Client {
         {
             return;
         }
-        let expected: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+        let expected = hex(md5);
         if !etag.eq_ignore_ascii_case(&expected) {
             tracing::warn!(
                 op,
