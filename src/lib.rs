@@ -10,4 +10,5 @@ pub mod fs;
 pub mod fuse;
 pub mod read;
 pub mod s3;
+pub mod store;
 pub mod write;

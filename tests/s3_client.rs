@@ -585,6 +585,7 @@ async fn versions_and_delete_markers_are_listed_and_readable() {
         &CopySource {
             key: "doc.txt".into(),
             version_id: Some(ids[1].clone()),
+            if_match: None,
         },
         "doc.txt",
         &MetadataDirective::Copy,

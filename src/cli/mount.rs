@@ -388,7 +388,8 @@ fn serve(
         versions: args.versions,
     };
     let fs = Arc::new(
-        Fs::new(client, config).map_err(|e| anyhow!("cannot use the cache directory: {e}"))?,
+        Fs::new(Arc::new(client), config)
+            .map_err(|e| anyhow!("cannot use the cache directory: {e}"))?,
     );
     // What an earlier mount that died left: abort its uploads, report its data.
     runtime.block_on(fs.recover());

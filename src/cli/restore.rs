@@ -190,6 +190,7 @@ async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
                 let source = CopySource {
                     key: p.key.clone(),
                     version_id: Some(p.version_id.clone()),
+                    if_match: None,
                 };
                 let result = client
                     .copy(&source, &p.key, p.size, &MetadataDirective::Copy)

@@ -94,17 +94,24 @@ impl Fs {
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let (ino, reader, dirty) = {
+        let (ino, reader, own, writable) = {
             let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
             match handles.get(&fh) {
-                Some(Handle::File { ino, reader }) => (*ino, Some(reader.clone()), None),
-                Some(Handle::Local { ino, dirty, .. }) => (*ino, None, Some(dirty.clone())),
+                Some(Handle::File { ino, reader }) => (*ino, Some(reader.clone()), None, false),
+                Some(Handle::Local {
+                    ino,
+                    dirty,
+                    writable,
+                }) => (*ino, None, Some(dirty.clone()), *writable),
                 _ => return Err(FsError::new(libc::EBADF, "not an open file")),
             }
         };
-        // A file opened for reading that has since been changed through
-        // this mount reads the changes.
-        let dirty = dirty.or_else(|| self.inodes.get(ino).and_then(|i| self.local_dirty(&i.path)));
+        // A writer reads its own file (even once unlinked or renamed). A
+        // file opened for reading reads the changes made through this
+        // mount since, whichever open made them: the path's local file if
+        // it has one now, else what it was opened on.
+        let current = || self.inodes.get(ino).and_then(|i| self.local_dirty(&i.path));
+        let dirty = if writable { own } else { current().or(own) };
         match (dirty, reader) {
             (Some(dirty), _) => {
                 let ctx = self.writer()?;
@@ -129,7 +136,7 @@ impl Fs {
             ));
         }
         let key = self.key(&inode.path);
-        let output = self.client.get_object(&key, GetRequest::default()).await?;
+        let output = self.store.get_object(&key, GetRequest::default()).await?;
         let GetObjectOutput::Body { mut body, .. } = output else {
             return Err(FsError::new(libc::EIO, "unexpected 304"));
         };

@@ -182,7 +182,7 @@ impl Fs {
         if pages.done {
             return Ok(None);
         }
-        let page = self.client.list_objects(&pages.request).await?;
+        let page = self.store.list_objects(&pages.request).await?;
         let prefix = &pages.prefix;
         for raw in &page.undecodable_keys {
             self.odd_keys.hidden(
@@ -446,7 +446,7 @@ impl Fs {
             Some(Some(Listed::File { .. })) => {
                 if let Some(listing) = &listing {
                     self.stat_ahead
-                        .follow(&self.client, dir_path, name, &listing.entries, |n| {
+                        .follow(&self.store, dir_path, name, &listing.entries, |n| {
                             self.key(&child_path(dir_path, n))
                         });
                 }
@@ -468,9 +468,9 @@ impl Fs {
             Some(prefetched) => match prefetched.await {
                 Ok(answer) => answer,
                 // Its task was dropped (shutting down): ask now.
-                Err(_) => self.client.head_object(&key, None).await,
+                Err(_) => self.store.head_object(&key, None).await,
             },
-            None => self.client.head_object(&key, None).await,
+            None => self.store.head_object(&key, None).await,
         };
         match answer {
             Ok(meta) => Ok(Some(self.head_resolved(&key, meta))),
@@ -517,7 +517,7 @@ impl Fs {
         if let Some(attr) = self.known.dir(&marker) {
             return Ok(attr);
         }
-        let attr = match self.client.head_object(&marker, None).await {
+        let attr = match self.store.head_object(&marker, None).await {
             Ok(meta) => self
                 .config
                 .attrs
@@ -573,8 +573,8 @@ impl Fs {
             ..Default::default()
         };
         let (head, dir) = tokio::join!(
-            self.client.head_object(&key, None),
-            self.client.list_objects(&dir_request)
+            self.store.head_object(&key, None),
+            self.store.list_objects(&dir_request)
         );
         let dir = dir?;
         if let Some(first) = dir.objects.first() {

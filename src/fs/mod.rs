@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 
 use crate::read::{ReadContext, ReadTuning, Reader};
-use crate::s3::S3Client;
+use crate::store::Store;
 use crate::write::journal::{self, UploadJournal};
 use crate::write::{DirtyFile, PartLayout, StagingDir, WriteContext};
 use attr::AttrDefaults;
@@ -100,7 +100,7 @@ struct LocalFile {
 }
 
 pub struct Fs {
-    client: S3Client,
+    store: Store,
     config: FsConfig,
     inodes: inode::InodeTable,
     listings: Mutex<LruCache<String, Arc<Listing>>>,
@@ -136,17 +136,17 @@ pub struct Fs {
 }
 
 impl Fs {
-    pub fn new(client: S3Client, config: FsConfig) -> std::io::Result<Self> {
+    pub fn new(store: Store, config: FsConfig) -> std::io::Result<Self> {
         let root = config.attrs.dir(None);
-        let read_ctx = Arc::new(ReadContext::new(client.clone(), config.read.clone()));
+        let read_ctx = Arc::new(ReadContext::new(store.clone(), config.read.clone()));
         let write_ctx = if config.read_only {
             None
         } else {
             let staging = StagingDir::open(&config.cache_dir)?;
-            let owner = format!("{}/{}", client.endpoint().display_url(), client.bucket());
+            let owner = store.location();
             let journal = UploadJournal::open(staging.path(), &owner)?;
             Some(Arc::new(WriteContext::new(
-                client.clone(),
+                store.clone(),
                 PartLayout::new(config.part_size),
                 staging,
                 journal,
@@ -154,7 +154,7 @@ impl Fs {
             )))
         };
         Ok(Fs {
-            client,
+            store,
             inodes: inode::InodeTable::new(root),
             listings: Mutex::new(LruCache::new(
                 NonZeroUsize::new(LISTING_CACHE_DIRS).unwrap_or(NonZeroUsize::MIN),
@@ -308,18 +308,14 @@ impl Fs {
     /// reported with its key and path and kept.
     pub async fn recover(&self) {
         let Some(ctx) = &self.write_ctx else { return };
-        let me = format!(
-            "{}/{}",
-            self.client.endpoint().display_url(),
-            self.client.bucket()
-        );
+        let me = self.store.location();
         for dir in ctx.staging.leftovers() {
             // Another bucket's leftovers are for a mount of that bucket.
             if journal::owner(&dir.join(journal::JOURNAL_NAME)).as_deref() != Some(me.as_str()) {
                 continue;
             }
             for (key, upload) in journal::unfinished(&dir.join(journal::JOURNAL_NAME)) {
-                match self.client.abort_multipart_upload(&key, &upload).await {
+                match self.store.abort_multipart_upload(&key, &upload).await {
                     Ok(()) => tracing::warn!(
                         "aborted an unfinished upload of {key} left by an earlier mount"
                     ),

@@ -24,7 +24,8 @@ use lru::LruCache;
 use tokio::sync::oneshot;
 
 use super::lookup::Listed;
-use crate::s3::{ObjectMeta, S3Client, S3Error};
+use crate::s3::{ObjectMeta, S3Error};
+use crate::store::Store;
 
 const FIRST_WINDOW: usize = 4;
 const MAX_WINDOW: usize = 32;
@@ -85,7 +86,7 @@ impl StatAhead {
     /// `key_of` gives a name's object key.
     pub(crate) fn follow(
         &self,
-        client: &S3Client,
+        store: &Store,
         dir: &str,
         name: &str,
         entries: &BTreeMap<String, Listed>,
@@ -144,10 +145,10 @@ impl StatAhead {
         for next in ahead {
             let key = key_of(&next);
             let (tx, rx) = oneshot::channel();
-            let client = client.clone();
+            let store = store.clone();
             let task_key = key.clone();
             tokio::spawn(async move {
-                let _ = tx.send(client.head_object(&task_key, None).await);
+                let _ = tx.send(store.head_object(&task_key, None).await);
             });
             state.prefetched.insert(
                 key,

@@ -212,7 +212,7 @@ impl Fs {
         let mut dirs = Vec::new();
         let mut guard = MarkerGuard::default();
         loop {
-            let page = self.client.list_object_versions(&request).await?;
+            let page = self.store.list_object_versions(&request).await?;
             for v in page.versions {
                 let Some(name) = v.key.strip_prefix(&prefix) else {
                     continue;

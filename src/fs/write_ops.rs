@@ -20,7 +20,7 @@ use super::file::Opened;
 use super::inode::{Ino, Inode};
 use super::lookup::Listed;
 use super::{Fs, Handle, LocalFile, SharedDirty};
-use crate::s3::{CopySource, MetadataDirective, ObjectIdentifier, PutOptions};
+use crate::s3::{CopySource, MetadataDirective, ObjectIdentifier, ObjectMeta, PutOptions};
 use crate::write::{mtime_value, BaseObject, DirtyFile, WriteContext};
 
 /// Objects copied at once by a directory rename.
@@ -130,11 +130,12 @@ impl Fs {
         }
         let ctx = self.writer()?;
         let key = self.key(&inode.path);
-        let (base, metadata) = match self.client.head_object(&key, None).await {
+        let (base, metadata) = match self.store.head_object(&key, None).await {
             Ok(meta) => (
                 Some(BaseObject {
                     etag: meta.etag,
                     size: meta.size,
+                    version_id: meta.version_id,
                 }),
                 meta.user_metadata,
             ),
@@ -354,14 +355,28 @@ impl Fs {
         dirty.discard();
     }
 
-    /// flush (every close) and fsync: the data is in the bucket when this
-    /// returns Ok; an upload failure is the caller's error.
+    /// flush (every close): the data is in the bucket when this returns
+    /// Ok; an upload failure is the caller's error. A file emptied or
+    /// created and not written since waits for its last close (see
+    /// `DirtyFile::awaiting_first_write`).
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        self.flush_or_sync(fh, false).await
+    }
+
+    /// fsync: as flush, and an empty file is stored too.
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush_or_sync(fh, true).await
+    }
+
+    async fn flush_or_sync(&self, fh: u64, sync: bool) -> FsResult<()> {
         let (ino, dirty_arc) = match self.writable_handle(fh) {
             Ok(found) => found,
             Err(_) => return Ok(()), // read-only handles have nothing to flush
         };
         let mut dirty = dirty_arc.lock().await;
+        if !sync && dirty.awaiting_first_write && dirty.size == 0 {
+            return Ok(());
+        }
         self.save(Some(ino), &dirty_arc, &mut dirty).await
     }
 
@@ -390,6 +405,25 @@ impl Fs {
         // Normally the close's flush already saved it; try once more.
         match self.save(Some(ino), &dirty_arc, &mut dirty).await {
             Ok(()) => self.drop_local(&path, &dirty_arc, &dirty),
+            Err(e) if e.errno == libc::EEXIST => {
+                // An O_EXCL file lost the race for its name to another
+                // writer, whose file the name shows from now on. The bytes
+                // written here stay on disk, and the log says where.
+                tracing::error!(
+                    "{path} was created elsewhere before this mount stored its O_EXCL create ({e}); what was written to it here is kept in {}",
+                    dirty.staging_path().display()
+                );
+                let mut local = self.local_map();
+                if local
+                    .get(path.as_str())
+                    .is_some_and(|l| Arc::ptr_eq(&l.dirty, &dirty_arc))
+                {
+                    local.remove(path.as_str());
+                }
+                drop(local);
+                self.invalidate_listing(parent_of(&path));
+                self.inodes.update(ino, |i| i.valid_until = Instant::now());
+            }
             Err(e) => tracing::error!(
                 "{path} was closed with changes not in the bucket ({e}); they are kept in {}",
                 dirty.staging_path().display()
@@ -476,7 +510,7 @@ impl Fs {
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(inode.path.as_ref());
                 }
-                let mut metadata = match self.client.head_object(&key, None).await {
+                let mut metadata = match self.store.head_object(&key, None).await {
                     Ok(meta) => meta.user_metadata,
                     Err(e) if e.is_not_found() => BTreeMap::from([(
                         "mode".to_owned(),
@@ -489,38 +523,67 @@ impl Fs {
                     user_metadata: metadata,
                     ..Default::default()
                 };
-                self.client.put_object(&key, Bytes::new(), &options).await?;
+                self.store.put_object(&key, Bytes::new(), &options).await?;
             }
             _ => {
                 let key = self.key(&inode.path);
                 self.known.forget(&key);
-                let meta = self.client.head_object(&key, None).await?;
-                let mut metadata = meta.user_metadata;
                 let type_bits = match inode.attr.kind {
                     Kind::Symlink => libc::S_IFLNK,
                     _ => libc::S_IFREG,
                 };
-                metadata
-                    .entry("mode".into())
-                    .or_insert_with(|| (type_bits | inode.attr.perm as u32).to_string());
-                apply_metadata(&mut metadata, &change, type_bits);
-                let options = PutOptions {
-                    content_type: meta.content_type,
-                    user_metadata: metadata,
-                    if_none_match_any: false,
+                let restamp = |meta: &ObjectMeta| {
+                    let mut metadata = meta.user_metadata.clone();
+                    metadata
+                        .entry("mode".into())
+                        .or_insert_with(|| (type_bits | inode.attr.perm as u32).to_string());
+                    apply_metadata(&mut metadata, &change, type_bits);
+                    MetadataDirective::Replace(PutOptions {
+                        content_type: meta.content_type.clone(),
+                        user_metadata: metadata,
+                        if_none_match_any: false,
+                    })
                 };
-                self.copy_object(
-                    &CopySource::latest(key.as_str()),
-                    &key,
-                    meta.size,
-                    MetadataDirective::Replace(options),
-                )
-                .await?;
+                if self.copy_current(&key, &key, restamp).await?.is_none() {
+                    return Err(FsError::new(libc::ENOENT, "no longer in the bucket"));
+                }
             }
         }
         self.invalidate_listing(parent_of(&inode.path));
         self.inodes.update(ino, |i| i.valid_until = Instant::now());
         self.getattr(ino).await
+    }
+
+    /// Copy the latest version of `from` to `to` server-side, pinned to the
+    /// version a HEAD just saw, so that the size and metadata read are
+    /// those of the bytes copied. Another writer replacing `from` between
+    /// the two is a 412, and the pair is tried again. `None` when `from`
+    /// does not exist; else the HEAD of what was copied.
+    async fn copy_current(
+        &self,
+        from: &str,
+        to: &str,
+        directive: impl Fn(&ObjectMeta) -> MetadataDirective,
+    ) -> FsResult<Option<ObjectMeta>> {
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        loop {
+            let meta = match self.store.head_object(from, None).await {
+                Ok(meta) => meta,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let source = CopySource::pinned(from, meta.version_id.clone(), &meta.etag);
+            match self
+                .store
+                .copy(&source, to, meta.size, &directive(&meta))
+                .await
+            {
+                Ok(()) => return Ok(Some(meta)),
+                Err(e) if e.is_precondition_failed() && attempt < ATTEMPTS => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Copy `source` (a key, or one version of it) to `to` server-side.
@@ -531,7 +594,7 @@ impl Fs {
         size: u64,
         directive: MetadataDirective,
     ) -> FsResult<()> {
-        Ok(self.client.copy(source, to, size, &directive).await?)
+        Ok(self.store.copy(source, to, size, &directive).await?)
     }
 
     pub(crate) fn forget_missing(&self, path: &str) {
@@ -567,7 +630,7 @@ impl Fs {
             if_none_match_any: false,
             content_type: None,
         };
-        let out = self.client.put_object(&key, body, &options).await?;
+        let out = self.store.put_object(&key, body, &options).await?;
         self.forget_missing(&path);
         let attr = if key_suffix == "/" {
             let attr = self
@@ -684,7 +747,7 @@ impl Fs {
         }
         if remote.is_some() {
             self.pin_open_readers(&path).await;
-            self.client.delete_object(&self.key(&path), None).await?;
+            self.store.delete_object(&self.key(&path), None).await?;
             self.known.forget(&self.key(&path));
         }
         self.child_changed(&parent_inode.path, name, None);
@@ -720,7 +783,7 @@ impl Fs {
             return;
         }
         let key = self.key(path);
-        let version = match self.client.head_object(&key, None).await {
+        let version = match self.store.head_object(&key, None).await {
             Ok(meta) => meta.version_id.map(|v| (v, meta.etag)),
             Err(e) => {
                 tracing::warn!("{path} is open for reading and about to go: {e}");
@@ -754,7 +817,7 @@ impl Fs {
     async fn dir_is_empty(&self, path: &str) -> FsResult<bool> {
         let prefix = format!("{}/", self.key(path));
         let page = self
-            .client
+            .store
             .list_objects(&crate::s3::ListRequest {
                 prefix: prefix.clone(),
                 max_keys: Some(2),
@@ -785,7 +848,7 @@ impl Fs {
         if !self.dir_is_empty(&path).await? {
             return Err(FsError::new(libc::ENOTEMPTY, "directory not empty"));
         }
-        self.client
+        self.store
             .delete_object(&format!("{}/", self.key(&path)), None)
             .await?;
         self.child_changed(&parent_inode.path, name, None);
@@ -893,22 +956,16 @@ impl Fs {
                 })?;
             dirty.key = to_key.clone();
         }
-        let source = match self.client.head_object(&from_key, None).await {
-            Ok(meta) => Some(meta),
-            Err(e) if e.is_not_found() && local.is_some() => None,
-            Err(e) => return Err(e.into()),
-        };
+        self.pin_open_readers(from).await;
+        let source = self
+            .copy_current(&from_key, &to_key, |_| MetadataDirective::Copy)
+            .await?;
+        if source.is_none() && local.is_none() {
+            return Err(FsError::new(libc::ENOENT, "no longer in the bucket"));
+        }
         let size = source.as_ref().map(|meta| meta.size);
         if let Some(meta) = &source {
-            self.pin_open_readers(from).await;
-            self.copy_object(
-                &CopySource::latest(from_key.as_str()),
-                &to_key,
-                meta.size,
-                MetadataDirective::Copy,
-            )
-            .await?;
-            self.client.delete_object(&from_key, None).await?;
+            self.store.delete_object(&from_key, None).await?;
             self.known.forget(&from_key);
             // The copy keeps the metadata; a one-part copy keeps the ETag
             // too, and a listing that shows it needs no HEAD (one that
@@ -932,8 +989,8 @@ impl Fs {
             if size.is_some() {
                 // A copy may carry a new ETag (a multipart object's copy is
                 // a single part): later partial uploads read from it.
-                let copied = self.client.head_object(&to_key, None).await?;
-                dirty.rebase(copied.etag);
+                let copied = self.store.head_object(&to_key, None).await?;
+                dirty.rebase(copied.etag, copied.version_id);
             }
             if dirty.open_handles > 0 {
                 self.local_map().insert(
@@ -953,7 +1010,7 @@ impl Fs {
     /// Running it again after an interruption finishes the move.
     pub(crate) async fn move_prefix(&self, from_prefix: &str, to_prefix: &str) -> FsResult<()> {
         let (from, to) = (from_prefix, to_prefix);
-        let listing = self.client.list_all(from_prefix, None).await?;
+        let listing = self.store.list_all(from_prefix, None).await?;
         tracing::info!("moving {from} to {to}: {} objects", listing.objects.len());
         let jobs: Vec<(String, String, u64)> = listing
             .objects
@@ -984,7 +1041,7 @@ impl Fs {
                 version_id: None,
             })
             .collect();
-        let failures = self.client.delete_objects(&old).await.inspect_err(|e| {
+        let failures = self.store.delete_objects(&old).await.inspect_err(|e| {
             tracing::error!("moving {from} to {to}: copied, but deleting the old keys failed ({e}); both copies exist")
         })?;
         if let Some(first) = failures.first() {
@@ -1001,7 +1058,7 @@ impl Fs {
         // An implicit directory whose listing was empty still needs to exist
         // at the new name.
         if listing.objects.is_empty() {
-            self.client
+            self.store
                 .put_object(to_prefix, Bytes::new(), &PutOptions::default())
                 .await?;
         }
@@ -1034,8 +1091,8 @@ impl Fs {
             let new_path = format!("{to}{}", &path[from.len()..]);
             let mut dirty = dirty_arc.lock().await;
             dirty.key = self.key(&new_path);
-            if let Ok(copied) = self.client.head_object(&dirty.key, None).await {
-                dirty.rebase(copied.etag);
+            if let Ok(copied) = self.store.head_object(&dirty.key, None).await {
+                dirty.rebase(copied.etag, copied.version_id);
             }
             let mut map = self.local_map();
             if let Some(local) = map.remove(&path) {
@@ -1095,18 +1152,21 @@ impl Fs {
             ..Default::default()
         };
         let to = dirty.key.clone();
-        let from = CopySource {
-            key: source.key.to_string(),
-            version_id: source.version_id.clone(),
-        };
+        // The very version the reader has open, not whatever is latest.
+        let from = CopySource::pinned(
+            source.key.to_string(),
+            source.version_id.clone(),
+            &source.etag,
+        );
         self.copy_object(&from, &to, source.size, MetadataDirective::Replace(options))
             .await?;
-        let copied = self.client.head_object(&to, None).await?;
+        let copied = self.store.head_object(&to, None).await?;
         dirty.adopt(
             &ctx,
             BaseObject {
                 etag: copied.etag.clone(),
                 size: copied.size,
+                version_id: copied.version_id.clone(),
             },
         )?;
         let path = self.path_of(&to);

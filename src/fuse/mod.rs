@@ -272,7 +272,7 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.reply_empty("fsync", reply, async move { fs.flush(fh.0).await });
+        self.reply_empty("fsync", reply, async move { fs.fsync(fh.0).await });
     }
 
     fn write(

@@ -28,7 +28,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::cache::{BlockCache, ObjectVersionKey, BLOCK_SIZE};
 use crate::fs::error::{FsError, FsResult};
-use crate::s3::{GetObjectOutput, GetRequest, S3Client};
+use crate::s3::{GetObjectOutput, GetRequest};
+use crate::store::Store;
 
 /// Knobs of the read path.
 #[derive(Debug, Clone)]
@@ -47,7 +48,7 @@ pub struct ReadTuning {
 
 /// What is shared by every reader.
 pub struct ReadContext {
-    client: S3Client,
+    store: Store,
     pub cache: BlockCache,
     tuning: ReadTuning,
     /// Bytes of prefetch in flight or unread, in KiB permits.
@@ -57,10 +58,10 @@ pub struct ReadContext {
 }
 
 impl ReadContext {
-    pub fn new(client: S3Client, tuning: ReadTuning) -> Self {
+    pub fn new(store: Store, tuning: ReadTuning) -> Self {
         let budget_kib = (tuning.cache_size / 1024).clamp(1, u32::MAX as u64 / 2) as usize;
         ReadContext {
-            client,
+            store,
             cache: BlockCache::new(tuning.cache_size),
             prefetch_budget: Arc::new(Semaphore::new(budget_kib)),
             requests: Arc::new(Semaphore::new(tuning.max_concurrency.max(1))),
@@ -396,7 +397,7 @@ async fn fetch_range(
         if_match: (!object.etag.is_empty()).then(|| object.etag.to_string()),
         if_none_match: None,
     };
-    let body = match ctx.client.get_object(&object.key, request).await {
+    let body = match ctx.store.get_object(&object.key, request).await {
         Ok(GetObjectOutput::Body { body, .. }) => body,
         Ok(GetObjectOutput::NotModified) => return Err(FsError::new(libc::EIO, "unexpected 304")),
         Err(e) => {
@@ -405,6 +406,18 @@ async fn fetch_range(
                     key = &*object.key,
                     "object changed while open; the open file is stale"
                 );
+            }
+            if e.is_not_found() {
+                // Removed elsewhere while open here: ENOENT is no answer
+                // to a read(2), a stale handle is.
+                tracing::warn!(
+                    key = &*object.key,
+                    "object removed while open; the open file is stale"
+                );
+                return Err(FsError::new(
+                    libc::ESTALE,
+                    format!("{} was removed from the bucket while open", object.key),
+                ));
             }
             return Err(e.into());
         }
@@ -465,9 +478,9 @@ mod tests {
             max_attempts: 1,
             ..RetryPolicy::default()
         };
-        let client = S3Client::new(config).unwrap();
+        let store: Store = Arc::new(crate::s3::S3Client::new(config).unwrap());
         let ctx = Arc::new(ReadContext::new(
-            client,
+            store,
             ReadTuning {
                 part_size: 8 * MIB,
                 read_ahead_max: 64 * MIB,

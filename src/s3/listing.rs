@@ -14,6 +14,7 @@ use super::client::{Request, S3Client};
 use super::error::S3Error;
 use super::types::*;
 use super::xml;
+use crate::store::ObjectStore;
 
 /// The continuation markers a paginated listing has followed. A server
 /// whose markers go round in a circle (A, B, A, ...) would otherwise keep
@@ -93,32 +94,13 @@ impl S3Client {
         req.parse(&body, xml::parse_list_objects)
     }
 
-    /// Follow ListObjectsV2 pagination and gather every page's objects and
-    /// common prefixes.
+    /// Every page of a listing, gathered (see `ObjectStore::list_all`).
     pub async fn list_all(
         &self,
         prefix: &str,
         delimiter: Option<&str>,
     ) -> Result<ListPage, S3Error> {
-        let mut request = ListRequest {
-            prefix: prefix.to_owned(),
-            delimiter: delimiter.map(str::to_owned),
-            ..Default::default()
-        };
-        let mut all = ListPage::default();
-        let mut guard = MarkerGuard::default();
-        loop {
-            let page = self.list_objects(&request).await?;
-            for raw in &page.undecodable_keys {
-                tracing::warn!("skipping a listed key that does not decode (bad URL encoding or UTF-8): {raw:?}");
-            }
-            all.objects.extend(page.objects);
-            all.common_prefixes.extend(page.common_prefixes);
-            all.undecodable_keys.extend(page.undecodable_keys);
-            if !guard.next_page(&mut request, page.next_continuation_token)? {
-                return Ok(all);
-            }
-        }
+        ObjectStore::list_all(self, prefix, delimiter).await
     }
 
     /// One page of ListObjectVersions.

@@ -25,6 +25,7 @@ pub mod sse;
 mod types;
 pub mod xml;
 
+pub(crate) use checksum::hex as hex_digest;
 pub use checksum::UploadChecksum;
 pub use client::{ClientBuildError, S3Client, S3Config};
 pub use credentials::{CredentialSources, Credentials, CredentialsError};

@@ -8,7 +8,6 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use reqwest::Method;
 
@@ -17,16 +16,13 @@ use super::client::{Request, S3Client};
 use super::error::S3Error;
 use super::types::*;
 use super::xml::{self, unquote_etag};
+use crate::store::ObjectStore;
 
 /// Highest part number S3 accepts.
 pub const MAX_PARTS: u32 = 10_000;
 
 /// Largest object one CopyObject may copy (S3 and B2: 5 GiB).
 pub const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
-
-/// Parts of a multipart copy: at least 1 GiB, well inside the 5 GiB part
-/// limit, and few enough for 5 TiB in 10,000.
-const COPY_PART: u64 = 1024 * 1024 * 1024;
 
 fn check_part_number(op: &'static str, key: &str, n: u32) -> Result<(), S3Error> {
     if (1..=MAX_PARTS).contains(&n) {
@@ -60,9 +56,8 @@ pub fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
 }
 
 impl S3Client {
-    /// Copy `source` to `dest` server-side whatever its size: CopyObject
-    /// up to 5 GiB, else a multipart upload of UploadPartCopy parts (aborted
-    /// if any part fails). `size` is the source's size.
+    /// Copy `source` to `dest` server-side whatever its size (see
+    /// `ObjectStore::copy`).
     pub async fn copy(
         &self,
         source: &CopySource,
@@ -70,51 +65,7 @@ impl S3Client {
         size: u64,
         directive: &MetadataDirective,
     ) -> Result<(), S3Error> {
-        if size <= MAX_SINGLE_COPY {
-            self.copy_object(source, dest, directive).await?;
-            return Ok(());
-        }
-        let options = match directive {
-            MetadataDirective::Replace(options) => options.clone(),
-            MetadataDirective::Copy => {
-                let meta = self
-                    .head_object(&source.key, source.version_id.as_deref())
-                    .await?;
-                PutOptions {
-                    content_type: meta.content_type,
-                    user_metadata: meta.user_metadata,
-                    if_none_match_any: false,
-                }
-            }
-        };
-        let part = COPY_PART.max(size.div_ceil(MAX_PARTS as u64));
-        let ranges: Vec<Range<u64>> = (0..size)
-            .step_by(part as usize)
-            .map(|s| s..(s + part).min(size))
-            .collect();
-        let upload = self.create_multipart_upload(dest, &options).await?;
-        let parts = futures::stream::iter(ranges.into_iter().enumerate())
-            .map(|(i, range)| {
-                let upload = upload.clone();
-                async move {
-                    self.upload_part_copy(dest, &upload, i as u32 + 1, source, range)
-                        .await
-                }
-            })
-            .buffered(4)
-            .try_collect::<Vec<_>>()
-            .await;
-        let done = match parts {
-            Ok(parts) => self
-                .complete_multipart_upload(dest, &upload, &parts)
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if done.is_err() {
-            let _ = self.abort_multipart_upload(dest, &upload).await;
-        }
-        done
+        ObjectStore::copy(self, source, dest, size, directive).await
     }
 
     /// Start a multipart upload; `options` are the final object's metadata.
@@ -208,6 +159,9 @@ impl S3Client {
                 &format!("bytes={}-{}", range.start, range.end - 1),
             )?;
         self.sse().apply_for_access(&mut req.headers);
+        if let Some(etag) = &source.if_match {
+            req = req.header("x-amz-copy-source-if-match", &format!("\"{etag}\""))?;
+        }
         self.sse().apply_for_copy_source(&mut req.headers);
         let (_, _, body) = self.send(&req).await?;
         let (etag, checksum_crc32c) = req.parse(&body, xml::parse_copy_part_result)?;

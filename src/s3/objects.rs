@@ -17,6 +17,7 @@ use super::error::{ErrorKind, S3Error};
 use super::server_caps::{refuses_condition_header, Support};
 use super::types::*;
 use super::xml::{self, parse_timestamp, unquote_etag};
+use crate::store::ObjectStore;
 
 /// DeleteObjects takes at most this many keys per request.
 pub const DELETE_BATCH: usize = 1000;
@@ -143,24 +144,7 @@ impl S3Client {
         key: &str,
         request: GetRequest,
     ) -> Result<(ObjectMeta, Bytes), S3Error> {
-        match self.get_object(key, request).await? {
-            GetObjectOutput::Body {
-                meta,
-                mut body,
-                range,
-            } => {
-                let mut out = Vec::with_capacity((range.end - range.start) as usize);
-                while let Some(chunk) = body.next().await {
-                    out.extend_from_slice(&chunk?);
-                }
-                Ok((meta, Bytes::from(out)))
-            }
-            GetObjectOutput::NotModified => Err(S3Error::invalid_response(
-                "GetObject",
-                Some(key),
-                "304 Not Modified without If-None-Match",
-            )),
-        }
+        ObjectStore::get_object_bytes(self, key, request).await
     }
 
     /// PutObject: store `body` as `key` in one request, with the digest
@@ -411,6 +395,9 @@ impl S3Client {
                 .put_options(options)?,
         };
         self.sse().apply_for_write(&mut req.headers);
+        if let Some(etag) = &source.if_match {
+            req = req.header("x-amz-copy-source-if-match", &format!("\"{etag}\""))?;
+        }
         self.sse().apply_for_copy_source(&mut req.headers);
         let (_, headers, body) = self.send(&req).await?;
         let (etag, modified) =

@@ -102,18 +102,33 @@ pub struct PutObjectOutput {
     pub version_id: Option<String>,
 }
 
-/// The source of a copy: a key and optionally one of its versions.
+/// The source of a copy: a key, optionally one of its versions, and
+/// optionally the ETag it must still have (`x-amz-copy-source-if-match`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopySource {
     pub key: String,
     pub version_id: Option<String>,
+    pub if_match: Option<String>,
 }
 
 impl CopySource {
+    /// Whatever version is the key's latest when the server copies it.
     pub fn latest(key: impl Into<String>) -> Self {
         CopySource {
             key: key.into(),
             version_id: None,
+            if_match: None,
+        }
+    }
+
+    /// Exactly the version with this ETag (and version id, where the bucket
+    /// keeps versions): the copy fails with 412 rather than take other
+    /// bytes. An empty ETag (unknown) pins by version id alone.
+    pub fn pinned(key: impl Into<String>, version_id: Option<String>, etag: &str) -> Self {
+        CopySource {
+            key: key.into(),
+            version_id,
+            if_match: (!etag.is_empty()).then(|| etag.to_owned()),
         }
     }
 }

@@ -33,6 +33,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -43,9 +44,9 @@ use super::ranges::RangeSet;
 use super::staging::{StagingDir, StagingFile, DIRECT_MIN};
 use crate::fs::error::{FsError, FsResult};
 use crate::s3::{
-    CompletedPart, CopySource, GetRequest, MetadataDirective, PutObjectOutput, PutOptions,
-    S3Client, UploadId,
+    CompletedPart, CopySource, GetRequest, MetadataDirective, PutObjectOutput, PutOptions, UploadId,
 };
+use crate::store::Store;
 
 /// Parts uploaded at once by one flush.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -57,7 +58,7 @@ const FILLING_IN_MEMORY: usize = 4;
 
 /// What every dirty file shares.
 pub struct WriteContext {
-    pub client: S3Client,
+    pub store: Store,
     pub layout: PartLayout,
     pub staging: StagingDir,
     /// Bytes of part data in memory for uploads, in KiB permits.
@@ -71,7 +72,7 @@ pub struct WriteContext {
 
 impl WriteContext {
     pub fn new(
-        client: S3Client,
+        store: Store,
         layout: PartLayout,
         staging: StagingDir,
         journal: UploadJournal,
@@ -79,7 +80,7 @@ impl WriteContext {
     ) -> Self {
         let kib = (write_buffer / 1024).clamp(layout.first_part() / 1024, u32::MAX as u64 / 2);
         WriteContext {
-            client,
+            store,
             layout,
             staging,
             budget: Arc::new(Semaphore::new(kib as usize)),
@@ -94,7 +95,7 @@ impl WriteContext {
         key: &str,
         options: &PutOptions,
     ) -> Result<UploadId, crate::s3::S3Error> {
-        let id = self.client.create_multipart_upload(key, options).await?;
+        let id = self.store.create_multipart_upload(key, options).await?;
         self.journal.started(key, &id);
         Ok(id)
     }
@@ -105,16 +106,13 @@ impl WriteContext {
         id: &UploadId,
         parts: &[CompletedPart],
     ) -> Result<PutObjectOutput, crate::s3::S3Error> {
-        let out = self
-            .client
-            .complete_multipart_upload(key, id, parts)
-            .await?;
+        let out = self.store.complete_multipart_upload(key, id, parts).await?;
         self.journal.ended(id);
         Ok(out)
     }
 
     async fn abort_upload(&self, key: &str, id: &UploadId) {
-        match self.client.abort_multipart_upload(key, id).await {
+        match self.store.abort_multipart_upload(key, id).await {
             Ok(()) => self.journal.ended(id),
             Err(e) => tracing::warn!("cannot abort an unfinished upload of {key}: {e}"),
         }
@@ -141,11 +139,23 @@ impl WriteContext {
     }
 }
 
-/// The object a dirty file's unchanged bytes come from.
+/// The object version a dirty file's unchanged bytes come from. Every
+/// read and server-side copy of them names this version (by version id
+/// where the bucket keeps versions, and by ETag always), so another
+/// writer's object replacing it meanwhile can never leak into this file:
+/// see `BaseObject::source`.
 #[derive(Debug, Clone)]
 pub struct BaseObject {
     pub etag: String,
     pub size: u64,
+    pub version_id: Option<String>,
+}
+
+impl BaseObject {
+    /// The copy source of this version of `key`.
+    fn source(&self, key: &str) -> CopySource {
+        CopySource::pinned(key, self.version_id.clone(), &self.etag)
+    }
 }
 
 struct Stream {
@@ -195,6 +205,14 @@ pub struct DirtyFile {
     /// Created with O_EXCL and not stored yet: the first single PUT asks
     /// the server to refuse it if the key appeared meanwhile.
     pub exclusive: bool,
+    /// Emptied (O_TRUNC, truncate to 0) and not written since. A flush
+    /// then stores nothing yet: a shell's `cmd > file` closes its first
+    /// descriptor after the dup2, before `cmd` writes, and storing the
+    /// empty file there would add an empty version per redirect (and show
+    /// other mounts an empty file meanwhile). The last close (release) or
+    /// an fsync stores it. A new file is still stored at its first flush,
+    /// so that it exists for others as soon as `close` returns.
+    pub awaiting_first_write: bool,
 }
 
 pub fn mtime_value(t: SystemTime) -> String {
@@ -230,6 +248,7 @@ impl DirtyFile {
             unlinked: false,
             open_handles: 0,
             exclusive: false,
+            awaiting_first_write: false,
         })
     }
 
@@ -251,11 +270,11 @@ impl DirtyFile {
                 task.abort();
             }
             if let Some(upload_id) = stream.upload_id {
-                let client = ctx.client.clone();
+                let store = ctx.store.clone();
                 let journal = ctx.journal.clone();
                 let key = self.key.clone();
                 tokio::spawn(async move {
-                    match client.abort_multipart_upload(&key, &upload_id).await {
+                    match store.abort_multipart_upload(&key, &upload_id).await {
                         Ok(()) => journal.ended(&upload_id),
                         Err(e) => tracing::warn!("cannot abort an abandoned upload of {key}: {e}"),
                     }
@@ -285,6 +304,7 @@ impl DirtyFile {
             }
         }
         let end = offset + done as u64;
+        self.awaiting_first_write = false;
         if offset > self.size {
             // The gap reads as zeros, which the staging file's hole holds.
             self.written.insert(self.size..offset);
@@ -427,6 +447,7 @@ impl DirtyFile {
             // writes.
             self.new_again();
         }
+        self.awaiting_first_write = len == 0;
         self.staging.set_len(len)?;
         self.written.truncate(len);
         if len > self.size {
@@ -475,7 +496,7 @@ impl DirtyFile {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
-        let client = ctx.client.clone();
+        let store = ctx.store.clone();
         let key = self.key.clone();
         let part_number = stream.next_index as u32 + 1;
         stream.frontier += body.len();
@@ -491,7 +512,7 @@ impl DirtyFile {
                     (read_staged(&staging, range).await?, Some(permit))
                 }
             };
-            Ok(client
+            Ok(store
                 .upload_part(&key, &upload_id, part_number, bytes)
                 .await?)
         }));
@@ -511,10 +532,11 @@ impl DirtyFile {
     }
 
     /// The base object was copied to a new key (rename): its bytes are
-    /// the same, its ETag may not be.
-    pub fn rebase(&mut self, etag: String) {
+    /// the same, its ETag and version id may not be.
+    pub fn rebase(&mut self, etag: String, version_id: Option<String>) {
         if let Some(base) = &mut self.base {
             base.etag = etag;
+            base.version_id = version_id;
         }
     }
 
@@ -539,13 +561,14 @@ impl DirtyFile {
             }
             let base_end = self.base.as_ref().map_or(0, |b| b.size).min(piece.end);
             if piece.start < base_end {
-                let base = self.base.as_ref().map(|b| b.etag.clone());
+                let base = self.base.as_ref();
                 let request = GetRequest {
                     range: Some(piece.start..base_end),
-                    if_match: base.filter(|e| !e.is_empty()),
+                    version_id: base.and_then(|b| b.version_id.clone()),
+                    if_match: base.map(|b| b.etag.clone()).filter(|e| !e.is_empty()),
                     ..Default::default()
                 };
-                let (_, data) = ctx.client.get_object_bytes(&self.key, request).await?;
+                let (_, data) = ctx.store.get_object_bytes(&self.key, request).await?;
                 out.extend_from_slice(&data);
             }
             let zeros = piece.end - base_end.max(piece.start);
@@ -615,11 +638,13 @@ impl DirtyFile {
                     self.base = Some(BaseObject {
                         etag: out.etag.clone(),
                         size: self.size,
+                        version_id: out.version_id.clone(),
                     });
                 }
                 self.written = RangeSet::new();
                 self.needs_upload = false;
                 self.exclusive = false;
+                self.awaiting_first_write = false;
                 // The bytes are in the bucket now; free the disk.
                 let _ = self.staging.set_len(0);
                 Ok(Some(out))
@@ -635,6 +660,14 @@ impl DirtyFile {
                 // before every upload cost ~1.7 s per GiB for nothing.)
                 if let Err(sync) = self.staging.sync() {
                     tracing::error!("{sync}");
+                }
+                if self.base.is_some() && matches!(e.errno, libc::ESTALE | libc::ENOENT) {
+                    tracing::error!(
+                        "upload of {} failed: {e}; the object it was opened from was replaced or removed in the bucket, and that version, which its unchanged bytes come from, is gone (the bucket keeps no versions); the bytes written here are kept in {} (the ranges not written are holes)",
+                        self.key,
+                        self.staging.path.display()
+                    );
+                    return Err(e);
                 }
                 tracing::error!(
                     "upload of {} failed: {e}; the data is kept in {} and will be uploaded on the next flush",
@@ -668,20 +701,25 @@ impl DirtyFile {
             ctx.abort_upload(&self.key, &upload_id).await;
         }
         match result {
-            Ok(_) if metadata_changed => self.restamp_metadata(ctx).await,
+            Ok(out) if metadata_changed => self.restamp_metadata(ctx, &out).await,
             other => other,
         }
     }
 
-    /// Give the stored object the file's metadata as it is now, by copying
-    /// it onto itself (server-side; S3 has no other way to change it).
-    async fn restamp_metadata(&self, ctx: &WriteContext) -> FsResult<PutObjectOutput> {
+    /// Give the object just stored (`stored`) the file's metadata as it is
+    /// now, by copying it onto itself (server-side; S3 has no other way to
+    /// change it).
+    async fn restamp_metadata(
+        &self,
+        ctx: &WriteContext,
+        stored: &PutObjectOutput,
+    ) -> FsResult<PutObjectOutput> {
         let options = PutOptions {
             user_metadata: self.metadata.clone(),
             ..Default::default()
         };
-        let source = CopySource::latest(self.key.clone());
-        ctx.client
+        let source = CopySource::pinned(self.key.clone(), stored.version_id.clone(), &stored.etag);
+        ctx.store
             .copy(
                 &source,
                 &self.key,
@@ -689,7 +727,7 @@ impl DirtyFile {
                 &MetadataDirective::Replace(options),
             )
             .await?;
-        let head = ctx.client.head_object(&self.key, None).await?;
+        let head = ctx.store.head_object(&self.key, None).await?;
         Ok(PutObjectOutput {
             etag: head.etag,
             version_id: head.version_id,
@@ -733,7 +771,7 @@ impl DirtyFile {
             let range = full.start..full.end.min(self.size);
             let (body, _permit) = self.part_body(ctx, range).await?;
             parts.push(
-                ctx.client
+                ctx.store
                     .upload_part(&self.key, upload_id, index as u32 + 1, body)
                     .await?,
             );
@@ -749,20 +787,17 @@ impl DirtyFile {
             .ok_or_else(|| FsError::new(libc::EFBIG, "file too large for 10,000 parts"))?;
         if parts.len() == 1 {
             let (body, _permit) = self.part_body(ctx, 0..self.size).await?;
-            return ctx
-                .client
-                .put_object(&self.key, body, &self.put_options())
+            return match ctx
+                .store
+                .put_object(&self.key, body.clone(), &self.put_options())
                 .await
-                .map_err(|e| {
-                    if self.exclusive && e.is_precondition_failed() {
-                        FsError::new(
-                            libc::EEXIST,
-                            format!("{} was created elsewhere meanwhile (O_EXCL)", self.key),
-                        )
-                    } else {
-                        e.into()
-                    }
-                });
+            {
+                Ok(out) => Ok(out),
+                Err(e) if self.exclusive && e.is_precondition_failed() => {
+                    self.exclusive_conflict(ctx, &body).await
+                }
+                Err(e) => Err(e.into()),
+            };
         }
         let upload_id = ctx.start_upload(&self.key, &self.put_options()).await?;
         let last = parts.len() - 1;
@@ -771,10 +806,10 @@ impl DirtyFile {
                 let upload_id = upload_id.clone();
                 async move {
                     let number = index as u32 + 1;
-                    if self.copyable(&range, index == last) {
-                        let source = CopySource::latest(self.key.clone());
+                    if let Some(base) = self.copyable(&range, index == last) {
+                        let source = base.source(&self.key);
                         return Ok::<_, FsError>(
-                            ctx.client
+                            ctx.store
                                 .upload_part_copy(&self.key, &upload_id, number, &source, range)
                                 .await?,
                         );
@@ -782,7 +817,7 @@ impl DirtyFile {
                     let _permit = ctx.permit_for_copy(range.end - range.start).await?;
                     let body = self.assemble(ctx, range).await?;
                     Ok(ctx
-                        .client
+                        .store
                         .upload_part(&self.key, &upload_id, number, body)
                         .await?)
                 }
@@ -803,16 +838,43 @@ impl DirtyFile {
         completed
     }
 
-    /// Whether a part can be copied server-side from the base object: none
-    /// of its bytes changed, it lies within the base, and it is big enough
-    /// to be a part on its own.
-    fn copyable(&self, range: &Range<u64>, is_last: bool) -> bool {
-        let Some(base) = &self.base else { return false };
-        !base.etag.is_empty()
+    /// An O_EXCL create's PUT found the key taken. If an earlier flush of
+    /// this very file stored it and its answer was lost (the caller got an
+    /// error, the bucket got the bytes), the object there is ours: same
+    /// bytes, same MD5. Anything else was created elsewhere: EEXIST.
+    async fn exclusive_conflict(
+        &self,
+        ctx: &WriteContext,
+        body: &Bytes,
+    ) -> FsResult<PutObjectOutput> {
+        let there = ctx.store.head_object(&self.key, None).await?;
+        if there.etag == crate::s3::hex_digest(&Md5::digest(body)) {
+            tracing::info!(
+                "{} is already stored by an earlier attempt whose answer was lost",
+                self.key
+            );
+            return Ok(PutObjectOutput {
+                etag: there.etag,
+                version_id: there.version_id,
+            });
+        }
+        Err(FsError::new(
+            libc::EEXIST,
+            format!("{} was created elsewhere meanwhile (O_EXCL)", self.key),
+        ))
+    }
+
+    /// The base object a part can be copied from server-side: none of its
+    /// bytes changed, it lies within the base, and it is big enough to be a
+    /// part on its own.
+    fn copyable(&self, range: &Range<u64>, is_last: bool) -> Option<&BaseObject> {
+        let base = self.base.as_ref()?;
+        (!base.etag.is_empty()
             && !self.written.overlaps(range)
             && range.end <= base.size
             && (range.end - range.start >= MIN_PART || is_last)
-            && range.end > range.start
+            && range.end > range.start)
+            .then_some(base)
     }
 
     /// Remove the staging file (after a successful upload or an unlink).

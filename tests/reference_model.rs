@@ -1,0 +1,976 @@
+//! The reference test of the filesystem core: random sequences of POSIX
+//! calls, another client's writes and injected faults, run straight
+//! against `Fs` on the in-memory store (no kernel, no server, no root),
+//! checked against a plain model of what the user and the bucket should
+//! see.
+//!
+//! Invariants held after every step:
+//! - every object in the bucket is wholly one writer's content: one that a
+//!   successful (or possibly applied) save of this mount produced, or one
+//!   the other client put, never a mix;
+//! - a successful close or fsync means those bytes are in the bucket;
+//! - reads see the mount's own writes; a file opened for reading shows the
+//!   version it was opened on, or fails with ESTALE/EIO once it changed;
+//! - an open after another client's write sees the new content (the
+//!   attribute TTL is 0 here);
+//! - refused calls return the errno SEMANTICS.md names (ENOENT, EEXIST);
+//! - nothing acknowledged is lost under faults.
+//!
+//! `BUCKETFS_MODEL_CASES` sets the number of random cases (default 256; a
+//! long run: `BUCKETFS_MODEL_CASES=5000 cargo test --test reference_model`).
+//! proptest shrinks a failing case and records its seed in
+//! `tests/reference_model.proptest-regressions`, which is replayed first on
+//! every run; the bugs found so far also have their own tests at the end.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bucketfs::fs::attr::AttrDefaults;
+use bucketfs::fs::{Caller, Fs, FsConfig, FsError, Ino, SetAttr, VersionsMode, ROOT_INO};
+use bucketfs::read::ReadTuning;
+use bucketfs::s3::PutOptions;
+use bucketfs::store::{Fault, FaultyStore, MemoryStore, MemoryStoreConfig, ObjectStore, Op};
+use bytes::Bytes;
+use proptest::prelude::*;
+
+const ROOT: Caller = Caller { uid: 0, gid: 0 };
+/// The paths the random operations use: two in the root, one in `d`.
+const PATHS: [&str; 3] = ["a", "b", "d/e"];
+const MIB: usize = 1024 * 1024;
+
+struct Setup {
+    fs: Arc<Fs>,
+    bucket: Arc<MemoryStore>,
+    faults: Arc<FaultyStore>,
+    _staging: tempfile::TempDir,
+}
+
+fn setup(store: MemoryStoreConfig) -> Setup {
+    let bucket = Arc::new(MemoryStore::new(store));
+    let faults = Arc::new(FaultyStore::new(bucket.clone()));
+    let staging = tempfile::tempdir().expect("a temporary directory");
+    let config = FsConfig {
+        prefix: String::new(),
+        attrs: AttrDefaults {
+            uid: 0,
+            gid: 0,
+            file_perm: 0o644,
+            dir_perm: 0o755,
+            mount_time: SystemTime::now(),
+        },
+        metadata_ttl: Duration::ZERO,
+        negative_ttl: Duration::ZERO,
+        trust_listings: false,
+        read_only: false,
+        read: ReadTuning {
+            part_size: 8 * MIB as u64,
+            read_ahead_max: 16 * MIB as u64,
+            initial_window: MIB as u64,
+            cache_size: 64 * MIB as u64,
+            max_concurrency: 8,
+        },
+        cache_dir: staging.path().to_owned(),
+        write_buffer: 64 * MIB as u64,
+        part_size: 5 * MIB as u64,
+        versions: VersionsMode::Off,
+    };
+    let fs = Fs::new(faults.clone(), config).expect("the core starts");
+    Setup {
+        fs: Arc::new(fs),
+        bucket,
+        faults,
+        _staging: staging,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// The inode of a path, by lookups from the root, as the kernel does.
+async fn resolve(fs: &Fs, path: &str) -> Result<Ino, FsError> {
+    let mut ino = ROOT_INO;
+    for name in path.split('/') {
+        ino = fs.lookup(ino, name).await?.ino;
+    }
+    Ok(ino)
+}
+
+fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
+async fn parent_ino(fs: &Fs, path: &str) -> Result<Ino, FsError> {
+    match split(path).0 {
+        "" => Ok(ROOT_INO),
+        dir => resolve(fs, dir).await,
+    }
+}
+
+// ---------------------------------------------------------------------
+// The operations and the model.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenMode {
+    /// O_RDONLY.
+    Read,
+    /// O_RDWR on an existing file.
+    ReadWrite,
+    /// O_WRONLY|O_TRUNC on an existing file (the kernel sends the
+    /// truncation as a setattr after the open).
+    Truncate,
+    /// O_CREAT|O_EXCL.
+    CreateExclusive,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Open {
+        path: usize,
+        mode: OpenMode,
+    },
+    Write {
+        handle: usize,
+        offset: u64,
+        len: usize,
+    },
+    Read {
+        handle: usize,
+        offset: u64,
+        len: u32,
+    },
+    Truncate {
+        handle: usize,
+        len: u64,
+    },
+    Fsync {
+        handle: usize,
+    },
+    Close {
+        handle: usize,
+    },
+    Rename {
+        from: usize,
+        to: usize,
+    },
+    Unlink {
+        path: usize,
+    },
+    Chmod {
+        path: usize,
+        mode: u32,
+    },
+    OtherPut {
+        path: usize,
+        len: usize,
+    },
+    OtherDelete {
+        path: usize,
+    },
+    Fault {
+        op: Op,
+        lost_answer: bool,
+    },
+}
+
+/// With `big`, another client's object is sometimes 11 MiB: three parts,
+/// so that saves copy the unchanged ones server-side from the base.
+fn step(big: bool) -> impl Strategy<Value = Step> {
+    let path = 0..PATHS.len();
+    let handle = 0usize..4;
+    prop_oneof![
+        3 => (path.clone(), prop_oneof![
+            Just(OpenMode::Read),
+            Just(OpenMode::ReadWrite),
+            Just(OpenMode::Truncate),
+            Just(OpenMode::CreateExclusive),
+        ]).prop_map(|(path, mode)| Step::Open { path, mode }),
+        4 => (handle.clone(), 0u64..48, 1usize..24)
+            .prop_map(|(handle, offset, len)| Step::Write { handle, offset, len }),
+        2 => (handle.clone(), 0u64..64, 1u32..40)
+            .prop_map(|(handle, offset, len)| Step::Read { handle, offset, len }),
+        1 => (handle.clone(), 0u64..40).prop_map(|(handle, len)| Step::Truncate { handle, len }),
+        1 => handle.clone().prop_map(|handle| Step::Fsync { handle }),
+        3 => handle.prop_map(|handle| Step::Close { handle }),
+        1 => (path.clone(), path.clone()).prop_map(|(from, to)| Step::Rename { from, to }),
+        1 => path.clone().prop_map(|path| Step::Unlink { path }),
+        1 => (path.clone(), prop_oneof![Just(0o600u32), Just(0o640), Just(0o755)])
+            .prop_map(|(path, mode)| Step::Chmod { path, mode }),
+        2 => (path.clone(), 0usize..40).prop_map(move |(path, len)| Step::OtherPut {
+            path,
+            len: if big && len >= 20 { 11 * MIB + len } else { len },
+        }),
+        1 => path.prop_map(|path| Step::OtherDelete { path }),
+        1 => (prop_oneof![
+            Just(Op::Put), Just(Op::Get), Just(Op::Head), Just(Op::Copy),
+            Just(Op::Delete), Just(Op::List), Just(Op::Any),
+        ], any::<bool>()).prop_map(|(op, lost_answer)| Step::Fault { op, lost_answer }),
+    ]
+}
+
+/// What the user should see of a file with local changes (open for
+/// writing, or not yet stored).
+#[derive(Debug, Clone)]
+struct Local {
+    content: Vec<u8>,
+    /// Changed since the bucket last got it.
+    unsaved: bool,
+    /// Emptied and not written since: a flush stores nothing yet.
+    awaiting_first_write: bool,
+    /// An O_EXCL create not stored yet: its store fails with EEXIST if
+    /// the key appeared meanwhile.
+    exclusive: bool,
+    writers: u32,
+}
+
+#[derive(Debug)]
+struct Handle {
+    fh: u64,
+    path: String,
+    writable: bool,
+    /// For a read-only handle opened on the bucket's object: its content
+    /// then.
+    snapshot: Option<Vec<u8>>,
+}
+
+struct Model {
+    /// Contents each key may hold in the bucket (`None`: absent). One
+    /// entry when the outcome is known; more after a fault left it open
+    /// whether a request was applied.
+    bucket: BTreeMap<String, Vec<Option<Vec<u8>>>>,
+    local: BTreeMap<String, Local>,
+    handles: Vec<Handle>,
+    /// Distinct bytes for every write, so that any mix shows.
+    stamp: u8,
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            bucket: PATHS.iter().map(|p| (p.to_string(), vec![None])).collect(),
+            local: BTreeMap::new(),
+            handles: Vec::new(),
+            stamp: 0,
+        }
+    }
+
+    fn data(&mut self, len: usize) -> Vec<u8> {
+        self.stamp = self.stamp.wrapping_add(1).max(1);
+        let s = self.stamp;
+        (0..len)
+            .map(|i| s.wrapping_mul(31).wrapping_add(i as u8))
+            .collect()
+    }
+
+    fn set(&mut self, key: &str, content: Option<Vec<u8>>) {
+        self.bucket.insert(key.to_owned(), vec![content]);
+    }
+
+    fn maybe(&mut self, key: &str, content: Option<Vec<u8>>) {
+        let entry = self.bucket.entry(key.to_owned()).or_default();
+        if !entry.contains(&content) {
+            entry.push(content);
+        }
+    }
+
+    fn open_on(&self, path: &str) -> bool {
+        self.handles.iter().any(|h| h.path == path)
+    }
+}
+
+/// A local file with no writer left was stored (or lost its O_EXCL race):
+/// what the bucket holds now, and what readers still open read.
+fn settle(bucket: &MemoryStore, m: &mut Model, path: &str, local: Local) {
+    for h in m.handles.iter_mut().filter(|h| h.path == path) {
+        h.snapshot.get_or_insert_with(|| local.content.clone());
+    }
+    let there = actual(bucket, path);
+    let lost_race = local.exclusive && there.is_some() && there.as_ref() != Some(&local.content);
+    if local.unsaved && !lost_race {
+        m.set(path, Some(local.content));
+    }
+}
+
+fn actual(bucket: &MemoryStore, key: &str) -> Option<Vec<u8>> {
+    bucket.content(key).map(|b| b.to_vec())
+}
+
+/// Every key holds one of the contents the model allows; from then on
+/// the model knows which (a fault's open question is answered).
+fn check_bucket(model: &mut Model, bucket: &MemoryStore, what: &str) -> Result<(), TestCaseError> {
+    for (key, allowed) in model.bucket.iter_mut() {
+        let there = actual(bucket, key);
+        prop_assert!(
+            allowed.contains(&there),
+            "after {what}: {key} holds {there:?}, expected one of {allowed:?}"
+        );
+        *allowed = vec![there];
+    }
+    Ok(())
+}
+
+/// Run one step on the core and on the model, and check what the user
+/// saw. `fired` says whether an injected fault fired during it: then a
+/// failure is allowed and its outcome is open.
+async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseError> {
+    let before = s.faults.pending();
+    let fired = || s.faults.pending() < before;
+    match step.clone() {
+        Step::Fault { op, lost_answer } => {
+            // One fault at a time, so that a close's retry at release
+            // settles what the fault left open.
+            if before == 0 {
+                let fault = if lost_answer {
+                    Fault::LostAnswer
+                } else {
+                    Fault::Error {
+                        status: 503,
+                        code: "SlowDown",
+                    }
+                };
+                s.faults.arm(op, fault);
+            }
+        }
+        Step::OtherPut { path, len } => {
+            let key = PATHS[path];
+            let data = m.data(len);
+            s.bucket
+                .put_object(key, Bytes::from(data.clone()), &PutOptions::default())
+                .await
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            m.set(key, Some(data));
+        }
+        Step::OtherDelete { path } => {
+            let key = PATHS[path];
+            s.bucket
+                .delete_object(key, None)
+                .await
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            m.set(key, None);
+        }
+        Step::Open { path, mode } => {
+            let path = PATHS[path];
+            if m.handles.len() >= 4 {
+                return Ok(());
+            }
+            let exists_before = actual(&s.bucket, path).is_some() || m.local.contains_key(path);
+            match mode {
+                OpenMode::CreateExclusive => {
+                    if m.local.contains_key(path) || m.open_on(path) {
+                        return Ok(());
+                    }
+                    let result = async {
+                        let parent = parent_ino(&s.fs, path).await?;
+                        s.fs.create(parent, split(path).1, 0o644, ROOT, true).await
+                    }
+                    .await;
+                    match result {
+                        Ok((_, opened)) => {
+                            prop_assert!(
+                                !exists_before || fired(),
+                                "O_EXCL create of existing {path} succeeded"
+                            );
+                            m.local.insert(
+                                path.to_owned(),
+                                Local {
+                                    content: Vec::new(),
+                                    unsaved: true,
+                                    awaiting_first_write: false,
+                                    exclusive: true,
+                                    writers: 1,
+                                },
+                            );
+                            m.handles.push(Handle {
+                                fh: opened.fh,
+                                path: path.to_owned(),
+                                writable: true,
+                                snapshot: None,
+                            });
+                        }
+                        Err(e) => prop_assert!(
+                            fired() || (exists_before && e.errno == libc::EEXIST),
+                            "O_EXCL create of {path} (exists: {exists_before}): {e:?}"
+                        ),
+                    }
+                }
+                OpenMode::Read | OpenMode::ReadWrite | OpenMode::Truncate => {
+                    let bucket_now = actual(&s.bucket, path);
+                    let write = mode != OpenMode::Read;
+                    let result = async {
+                        let ino = resolve(&s.fs, path).await?;
+                        let opened = s.fs.open(ino, write, false).await?;
+                        if mode == OpenMode::Truncate {
+                            let change = SetAttr {
+                                size: Some(0),
+                                ..Default::default()
+                            };
+                            if let Err(e) = s.fs.setattr(ino, change, ROOT).await {
+                                s.fs.flush(opened.fh).await.ok();
+                                s.fs.release(opened.fh).await;
+                                return Err(e);
+                            }
+                        }
+                        Ok(opened)
+                    }
+                    .await;
+                    let opened = match result {
+                        Ok(opened) => opened,
+                        Err(e) => {
+                            prop_assert!(
+                                fired() || (!exists_before && e.errno == libc::ENOENT),
+                                "open {mode:?} of {path} (exists: {exists_before}): {e:?}"
+                            );
+                            // A failed truncating open may have begun a
+                            // local file and given it up: what it left is
+                            // settled by the release above.
+                            return Ok(());
+                        }
+                    };
+                    prop_assert!(exists_before || fired(), "open of missing {path} succeeded");
+                    let local_before = m.local.get(path).cloned();
+                    let snapshot = match (&local_before, write) {
+                        (None, false) => bucket_now.clone(),
+                        _ => None,
+                    };
+                    if write {
+                        let base = local_before
+                            .map(|l| l.content)
+                            .or(bucket_now)
+                            .unwrap_or_default();
+                        let local = m.local.entry(path.to_owned()).or_insert(Local {
+                            content: base,
+                            unsaved: false,
+                            awaiting_first_write: false,
+                            exclusive: false,
+                            writers: 0,
+                        });
+                        local.writers += 1;
+                        if mode == OpenMode::Truncate {
+                            local.content.clear();
+                            local.unsaved = true;
+                            local.awaiting_first_write = true;
+                        }
+                    }
+                    m.handles.push(Handle {
+                        fh: opened.fh,
+                        path: path.to_owned(),
+                        writable: write,
+                        snapshot,
+                    });
+                }
+            }
+        }
+        Step::Write {
+            handle,
+            offset,
+            len,
+        } => {
+            let Some(h) = m.handles.get(handle).filter(|h| h.writable) else {
+                return Ok(());
+            };
+            let (fh, path) = (h.fh, h.path.clone());
+            let data = m.data(len);
+            let n = s.fs.write(fh, offset, &data).await;
+            prop_assert_eq!(n.as_ref().ok(), Some(&(len as u32)), "write: {:?}", n);
+            let local = m
+                .local
+                .get_mut(&path)
+                .expect("a writable handle has a local file");
+            let end = offset as usize + len;
+            if local.content.len() < end {
+                local.content.resize(end, 0);
+            }
+            local.content[offset as usize..end].copy_from_slice(&data);
+            local.unsaved = true;
+            local.awaiting_first_write = false;
+        }
+        Step::Truncate { handle, len } => {
+            let Some(h) = m.handles.get(handle).filter(|h| h.writable) else {
+                return Ok(());
+            };
+            let path = h.path.clone();
+            let change = SetAttr {
+                size: Some(len),
+                ..Default::default()
+            };
+            let result = async {
+                let ino = resolve(&s.fs, &path).await?;
+                s.fs.setattr(ino, change, ROOT).await
+            }
+            .await;
+            match result {
+                Ok(inode) => {
+                    prop_assert_eq!(inode.attr.size, len);
+                    let local = m.local.get_mut(&path).expect("local");
+                    local.content.resize(len as usize, 0);
+                    local.unsaved = true;
+                    local.awaiting_first_write = len == 0;
+                }
+                Err(e) => prop_assert!(fired(), "truncate of {path}: {e:?}"),
+            }
+        }
+        Step::Read {
+            handle,
+            offset,
+            len,
+        } => {
+            let Some(h) = m.handles.get(handle) else {
+                return Ok(());
+            };
+            let got = s.fs.read(h.fh, offset, len).await;
+            let expect = |content: &[u8]| {
+                let start = (offset as usize).min(content.len());
+                let end = (offset as usize + len as usize).min(content.len());
+                content[start..end].to_vec()
+            };
+            match (m.local.get(&h.path), &h.snapshot, got) {
+                (Some(local), _, Ok(bytes)) => prop_assert_eq!(
+                    bytes,
+                    expect(&local.content),
+                    "read of {} sees its own writes",
+                    h.path
+                ),
+                (None, Some(snapshot), Ok(bytes)) => prop_assert_eq!(
+                    bytes,
+                    expect(snapshot),
+                    "read of {} shows the version opened",
+                    h.path
+                ),
+                (None, None, Ok(bytes)) => {
+                    prop_assert!(false, "read of a handle without a model: {bytes:?}")
+                }
+                (local, snapshot, Err(e)) => {
+                    let changed =
+                        local.is_none() && snapshot.as_ref() != actual(&s.bucket, &h.path).as_ref();
+                    prop_assert!(
+                        fired() || (changed && matches!(e.errno, libc::ESTALE | libc::EIO)),
+                        "read of {}: {e:?}",
+                        h.path
+                    );
+                }
+            }
+        }
+        Step::Fsync { handle } | Step::Close { handle } => {
+            let Some(h) = m.handles.get(handle) else {
+                return Ok(());
+            };
+            let (fh, path, writable) = (h.fh, h.path.clone(), h.writable);
+            let closing = matches!(step, Step::Close { .. });
+            // Another writer's object under the name (a lost answer may
+            // have stored this very file already: that one is its own).
+            let there = actual(&s.bucket, &path);
+            let taken = there.is_some() && m.local.get(&path).map(|l| &l.content) != there.as_ref();
+            let result = if closing {
+                s.fs.flush(fh).await
+            } else {
+                s.fs.fsync(fh).await
+            };
+            let flush_fired = fired();
+            if let Some(local) = m.local.get_mut(&path).filter(|_| writable) {
+                let stores = local.unsaved
+                    && (!closing || !local.awaiting_first_write || !local.content.is_empty());
+                match &result {
+                    Err(e) if stores && local.exclusive && taken && e.errno == libc::EEXIST => {}
+                    Ok(()) if stores => {
+                        prop_assert!(
+                            !(local.exclusive && taken),
+                            "O_EXCL store over {path} worked"
+                        );
+                        let content = local.content.clone();
+                        local.unsaved = false;
+                        local.awaiting_first_write = false;
+                        local.exclusive = false;
+                        m.set(&path, Some(content));
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        prop_assert!(flush_fired, "close of {path}: {e:?}");
+                        let content = local.content.clone();
+                        m.maybe(&path, Some(content));
+                    }
+                }
+            } else {
+                prop_assert!(result.is_ok() || flush_fired, "close of {path}: {result:?}");
+            }
+            if closing {
+                let h = m.handles.remove(handle);
+                let before_release = s.faults.pending();
+                s.fs.release(h.fh).await;
+                let release_failed = s.faults.pending() < before_release;
+                if writable {
+                    let local = m.local.get_mut(&path).expect("local");
+                    local.writers -= 1;
+                    if local.writers == 0 {
+                        let content = local.content.clone();
+                        if release_failed {
+                            // The last close's store met the fault: the
+                            // file stays local (and shown) until stored.
+                            m.maybe(&path, Some(content));
+                        } else {
+                            let local = m.local.remove(&path).expect("local");
+                            settle(&s.bucket, m, &path, local);
+                        }
+                    }
+                }
+            }
+        }
+        Step::Rename { from, to } => {
+            let (from, to) = (PATHS[from], PATHS[to]);
+            if m.open_on(from)
+                || m.open_on(to)
+                || m.local.contains_key(from)
+                || m.local.contains_key(to)
+            {
+                return Ok(());
+            }
+            let content = actual(&s.bucket, from);
+            let result = async {
+                // The kernel looks the source up before it asks.
+                resolve(&s.fs, from).await?;
+                let (fp, tp) = (parent_ino(&s.fs, from).await?, parent_ino(&s.fs, to).await?);
+                s.fs.rename(fp, split(from).1, tp, split(to).1, false).await
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    prop_assert!(
+                        content.is_some() || fired(),
+                        "rename of missing {from} worked"
+                    );
+                    if from != to {
+                        m.set(to, content);
+                        m.set(from, None);
+                    }
+                }
+                Err(e) if fired() => {
+                    let _ = e;
+                    m.maybe(to, content);
+                    m.maybe(from, None);
+                }
+                Err(e) => prop_assert!(
+                    content.is_none() && e.errno == libc::ENOENT,
+                    "rename {from} -> {to}: {e:?}"
+                ),
+            }
+        }
+        Step::Unlink { path } => {
+            let path = PATHS[path];
+            if m.open_on(path) || m.local.contains_key(path) {
+                return Ok(());
+            }
+            let exists = actual(&s.bucket, path).is_some();
+            let result = async {
+                resolve(&s.fs, path).await?;
+                let parent = parent_ino(&s.fs, path).await?;
+                s.fs.unlink(parent, split(path).1).await
+            }
+            .await;
+            match result {
+                Ok(()) => m.set(path, None),
+                Err(_) if fired() => m.maybe(path, None),
+                Err(e) => prop_assert!(
+                    !exists && e.errno == libc::ENOENT,
+                    "unlink of {path} (exists: {exists}): {e:?}"
+                ),
+            }
+        }
+        Step::Chmod { path, mode } => {
+            let path = PATHS[path];
+            if m.open_on(path) || m.local.contains_key(path) {
+                return Ok(());
+            }
+            let exists = actual(&s.bucket, path).is_some();
+            let change = SetAttr {
+                mode: Some(mode),
+                ..Default::default()
+            };
+            let result = async {
+                let ino = resolve(&s.fs, path).await?;
+                s.fs.setattr(ino, change, ROOT).await
+            }
+            .await;
+            match result {
+                Ok(inode) => {
+                    prop_assert_eq!(inode.attr.perm as u32, mode);
+                    let stored = s.bucket.metadata(path).and_then(|m| m.get("mode").cloned());
+                    prop_assert_eq!(stored, Some((libc::S_IFREG | mode).to_string()));
+                }
+                Err(e) => prop_assert!(
+                    fired() || (!exists && e.errno == libc::ENOENT),
+                    "chmod of {path} (exists: {exists}): {e:?}"
+                ),
+            }
+        }
+    }
+    check_bucket(m, &s.bucket, &format!("{step:?}"))
+}
+
+async fn run_case(steps: &[Step], store: MemoryStoreConfig) -> Result<(), TestCaseError> {
+    let s = setup(store);
+    s.fs.mkdir(ROOT_INO, "d", 0o755, ROOT)
+        .await
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut m = Model::new();
+    for step in steps {
+        run_step(&s, &mut m, step).await?;
+    }
+    // Close what is open: every handle's close succeeds once faults stop.
+    s.faults.disarm();
+    while !m.handles.is_empty() {
+        run_step(&s, &mut m, &Step::Close { handle: 0 }).await?;
+    }
+    // What the last closes could not store, the unmount path does.
+    s.fs.flush_all().await;
+    for (path, local) in std::mem::take(&mut m.local) {
+        settle(&s.bucket, &mut m, &path, local);
+    }
+    check_bucket(&mut m, &s.bucket, "the final flush")?;
+    prop_assert_eq!(
+        s.bucket.open_uploads(),
+        0,
+        "no multipart upload is left behind"
+    );
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("BUCKETFS_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        max_shrink_iters: 2000,
+        ..ProptestConfig::default()
+    })]
+
+    /// LastModified in whole seconds, as listings show it: versions made
+    /// within one second look alike but for their ETags.
+    #[test]
+    fn random_sequences_with_coarse_times(steps in prop::collection::vec(step(false), 1..40)) {
+        rt().block_on(run_case(&steps, MemoryStoreConfig {
+            time_granularity: Duration::from_secs(1),
+            ..Default::default()
+        }))?;
+    }
+
+    /// LastModified in milliseconds.
+    #[test]
+    fn random_sequences_with_fine_times(steps in prop::collection::vec(step(false), 1..40)) {
+        rt().block_on(run_case(&steps, MemoryStoreConfig::default()))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases() / 4,
+        max_shrink_iters: 500,
+        ..ProptestConfig::default()
+    })]
+
+    /// Multipart files: the unchanged parts of a save are copies of the
+    /// version the file was opened on, whatever another client does.
+    #[test]
+    fn random_sequences_with_multipart_files(steps in prop::collection::vec(step(true), 1..30)) {
+        rt().block_on(run_case(&steps, MemoryStoreConfig::default()))?;
+    }
+}
+
+// ---------------------------------------------------------------------
+// The bugs this model and issue 14 found, each as its own case.
+
+fn bytes_of(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect()
+}
+
+async fn put(bucket: &MemoryStore, key: &str, data: &[u8]) {
+    bucket
+        .put_object(key, Bytes::from(data.to_vec()), &PutOptions::default())
+        .await
+        .expect("the other client's PUT");
+}
+
+/// The scenario of issue 14: a 20 MiB file, its first 8 MiB rewritten
+/// through an open descriptor while another client replaces the object.
+async fn two_writers(versioned: bool) -> (Setup, Result<(), FsError>, Vec<u8>, Vec<u8>) {
+    let s = setup(MemoryStoreConfig {
+        versioned,
+        ..Default::default()
+    });
+    let original = bytes_of(20 * MIB, 1);
+    let theirs = bytes_of(20 * MIB, 2);
+    put(&s.bucket, "x", &original).await;
+    let ino = resolve(&s.fs, "x").await.expect("x");
+    let fh = s.fs.open(ino, true, false).await.expect("open r+").fh;
+    let ours = bytes_of(8 * MIB, 3);
+    for (i, chunk) in ours.chunks(MIB).enumerate() {
+        s.fs.write(fh, (i * MIB) as u64, chunk)
+            .await
+            .expect("write");
+    }
+    put(&s.bucket, "x", &theirs).await;
+    let closed = s.fs.flush(fh).await;
+    s.fs.release(fh).await;
+    let mut expected = ours;
+    expected.extend_from_slice(&original[8 * MIB..]);
+    (s, closed, expected, theirs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_over_another_writers_object_is_wholly_this_writers_on_a_versioned_bucket() {
+    let (s, closed, expected, theirs) = two_writers(true).await;
+    closed.expect("the last closer wins");
+    let stored = s.bucket.content("x").expect("x");
+    assert!(stored[..] == expected[..], "x is this writer's whole file");
+    // The other writer's object is a version, not lost.
+    assert!(s.bucket.versions("x").iter().any(|v| v[..] == theirs[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_whose_base_is_gone_fails_with_estale_and_leaves_the_other_writers_object() {
+    let (s, closed, _, theirs) = two_writers(false).await;
+    let e = closed.expect_err("the unchanged bytes are gone");
+    assert_eq!(e.errno, libc::ESTALE, "{e:?}");
+    let stored = s.bucket.content("x").expect("x");
+    assert!(
+        stored[..] == theirs[..],
+        "x is the other writer's whole file"
+    );
+    assert_eq!(s.bucket.open_uploads(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_redirect_over_a_file_adds_one_version() {
+    let s = setup(MemoryStoreConfig::default());
+    put(&s.bucket, "f", b"v1\n").await;
+    let ino = resolve(&s.fs, "f").await.expect("f");
+    // `echo v2 > f`: open, O_TRUNC (a setattr from the kernel), the dup2'd
+    // descriptor's close (a flush), the write, the last close.
+    let fh = s.fs.open(ino, true, false).await.expect("open").fh;
+    let empty = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    s.fs.setattr(ino, empty.clone(), ROOT)
+        .await
+        .expect("truncate");
+    s.fs.flush(fh).await.expect("first close");
+    assert_eq!(
+        &s.bucket.content("f").expect("f")[..],
+        b"v1\n",
+        "nothing stored yet"
+    );
+    s.fs.write(fh, 0, b"v2\n").await.expect("write");
+    s.fs.flush(fh).await.expect("last close");
+    s.fs.release(fh).await;
+    assert_eq!(
+        s.bucket.versions("f").len(),
+        2,
+        "v1 and v2, no empty one between"
+    );
+    assert_eq!(&s.bucket.content("f").expect("f")[..], b"v2\n");
+    // `: > f` stores the empty file at its last close.
+    let fh = s.fs.open(ino, true, false).await.expect("open").fh;
+    s.fs.setattr(ino, empty, ROOT).await.expect("truncate");
+    s.fs.flush(fh).await.expect("close");
+    s.fs.release(fh).await;
+    assert_eq!(s.bucket.content("f").expect("f").len(), 0);
+    assert_eq!(s.bucket.versions("f").len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_create_whose_answer_was_lost_is_not_eexist() {
+    let s = setup(MemoryStoreConfig::default());
+    let (_, opened) =
+        s.fs.create(ROOT_INO, "lock", 0o644, ROOT, true)
+            .await
+            .expect("create");
+    s.fs.write(opened.fh, 0, b"pid 42\n").await.expect("write");
+    s.faults.arm(Op::Put, Fault::LostAnswer);
+    let first = s.fs.flush(opened.fh).await;
+    assert!(first.is_err(), "the answer was lost: {first:?}");
+    assert_eq!(&s.bucket.content("lock").expect("stored")[..], b"pid 42\n");
+    // The retry meets its own object: not EEXIST.
+    s.fs.flush(opened.fh)
+        .await
+        .expect("the retry sees its own object");
+    s.fs.release(opened.fh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_create_that_lost_its_name_shows_the_winner() {
+    let s = setup(MemoryStoreConfig::default());
+    let (_, opened) =
+        s.fs.create(ROOT_INO, "a", 0o644, ROOT, true)
+            .await
+            .expect("create");
+    s.fs.write(opened.fh, 0, b"mine").await.expect("write");
+    put(&s.bucket, "a", b"theirs").await;
+    let e = s.fs.flush(opened.fh).await.expect_err("the name was taken");
+    assert_eq!(e.errno, libc::EEXIST);
+    s.fs.release(opened.fh).await;
+    let ino = resolve(&s.fs, "a").await.expect("a");
+    let fh = s.fs.open(ino, false, false).await.expect("open").fh;
+    assert_eq!(s.fs.read(fh, 0, 100).await.expect("read"), b"theirs");
+    s.fs.release(fh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_sees_a_truncation_made_through_a_later_open() {
+    let s = setup(MemoryStoreConfig::default());
+    let (inode, w) =
+        s.fs.create(ROOT_INO, "b", 0o644, ROOT, true)
+            .await
+            .expect("create");
+    s.fs.write(w.fh, 0, b"abc").await.expect("write");
+    let r =
+        s.fs.open(inode.ino, false, false)
+            .await
+            .expect("open for reading")
+            .fh;
+    s.fs.flush(w.fh).await.expect("close");
+    s.fs.release(w.fh).await;
+    let t =
+        s.fs.open(inode.ino, true, false)
+            .await
+            .expect("open again")
+            .fh;
+    let empty = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    s.fs.setattr(inode.ino, empty, ROOT)
+        .await
+        .expect("truncate");
+    assert_eq!(
+        s.fs.read(r, 0, 10).await.expect("read"),
+        b"",
+        "the reader sees the truncation"
+    );
+    for fh in [t, r] {
+        s.fs.flush(fh).await.expect("close");
+        s.fs.release(fh).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_a_file_removed_elsewhere_is_estale() {
+    let s = setup(MemoryStoreConfig::default());
+    put(&s.bucket, "b", &bytes_of(26, 9)).await;
+    let ino = resolve(&s.fs, "b").await.expect("b");
+    let fh = s.fs.open(ino, false, false).await.expect("open").fh;
+    s.bucket.delete_object("b", None).await.expect("delete");
+    let e = s.fs.read(fh, 0, 1).await.expect_err("gone");
+    assert_eq!(e.errno, libc::ESTALE, "{e:?}");
+    s.fs.release(fh).await;
+}
