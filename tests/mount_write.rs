@@ -780,63 +780,6 @@ async fn a_writer_never_waits_for_memory_its_other_open_files_hold() {
     }
 }
 
-/// Close a file and report the close's own error (dropping a `File`
-/// swallows it).
-fn close_checked(f: std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::IntoRawFd;
-    let fd = f.into_raw_fd();
-    // SAFETY: fd was just taken from the File, and is closed once.
-    match unsafe { libc::close(fd) } {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error()),
-    }
-}
-
-/// Issue 14's scenario through the kernel, on a bucket that keeps versions
-/// (as every B2 bucket does): a 20 MiB object's first 8 MiB rewritten
-/// through an open descriptor while another client replaces the object.
-/// The close succeeds and the object is wholly this writer's file: the
-/// unchanged 12 MiB are copies of the version it was opened on, never of
-/// the other writer's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_save_racing_another_writer_is_wholly_one_writers() {
-    let c = support::new_versioned_bucket("wracing").await;
-    if !support::versioning_enabled(&c).await {
-        return;
-    }
-    let original = test_data(20 * MIB, 1);
-    let theirs = test_data(20 * MIB, 2);
-    put(&c, "x", &original).await;
-    let mount = Mount::start(c.bucket(), &server().endpoint, &["-o", "part_size=8MiB"]);
-    let path = mount.path.join("x");
-    let ours = test_data(8 * MIB, 3);
-    let f = blocking({
-        let ours = ours.clone();
-        move || {
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .unwrap();
-            f.write_all_at(&ours, 0).unwrap();
-            f
-        }
-    })
-    .await;
-    put(&c, "x", &theirs).await;
-    blocking(move || close_checked(f))
-        .await
-        .expect("the last closer's save succeeds");
-    let (stored, _) = object(&c, "x").await.expect("x");
-    let mut expected = ours.to_vec();
-    expected.extend_from_slice(&original[8 * MIB..]);
-    assert_eq!(stored.len(), expected.len());
-    assert!(
-        sha256(&stored) == sha256(&expected),
-        "x is this writer's whole file, not a mix of two writers"
-    );
-}
-
 /// `echo v2 > f` over an existing file adds one version, not an empty one
 /// and then v2: the flush of the shell's first descriptor, closed after
 /// its dup2 and before the write, stores nothing.

@@ -35,8 +35,12 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 const ROOT: Caller = Caller { uid: 0, gid: 0 };
-/// The paths the random operations use: two in the root, one in `d`.
-const PATHS: [&str; 3] = ["a", "b", "d/e"];
+/// The paths the random operations use: two in the root, and one name in
+/// each of the two directories, so that a directory rename moves a
+/// tracked file onto a tracked path.
+const PATHS: [&str; 4] = ["a", "b", "d/e", "f/e"];
+/// The directories (`d` exists at the start, as a marker).
+const DIRS: [&str; 2] = ["d", "f"];
 const MIB: usize = 1024 * 1024;
 
 struct Setup {
@@ -165,6 +169,19 @@ enum Step {
         path: usize,
         mode: u32,
     },
+    Touch {
+        path: usize,
+        secs: u64,
+    },
+    Mkdir {
+        dir: usize,
+    },
+    Rmdir {
+        dir: usize,
+    },
+    RenameDir {
+        from: usize,
+    },
     OtherPut {
         path: usize,
         len: usize,
@@ -201,6 +218,11 @@ fn step(big: bool) -> impl Strategy<Value = Step> {
         1 => path.clone().prop_map(|path| Step::Unlink { path }),
         1 => (path.clone(), prop_oneof![Just(0o600u32), Just(0o640), Just(0o755)])
             .prop_map(|(path, mode)| Step::Chmod { path, mode }),
+        1 => (path.clone(), 1_000_000_000u64..1_700_000_000)
+            .prop_map(|(path, secs)| Step::Touch { path, secs }),
+        1 => (0..DIRS.len()).prop_map(|dir| Step::Mkdir { dir }),
+        1 => (0..DIRS.len()).prop_map(|dir| Step::Rmdir { dir }),
+        1 => (0..DIRS.len()).prop_map(|from| Step::RenameDir { from }),
         2 => (path.clone(), 0usize..40).prop_map(move |(path, len)| Step::OtherPut {
             path,
             len: if big && len >= 20 { 11 * MIB + len } else { len },
@@ -231,6 +253,7 @@ struct Local {
 #[derive(Debug)]
 struct Handle {
     fh: u64,
+    ino: Ino,
     path: String,
     writable: bool,
     /// For a read-only handle opened on the bucket's object: its content
@@ -252,7 +275,12 @@ struct Model {
 impl Model {
     fn new() -> Self {
         Model {
-            bucket: PATHS.iter().map(|p| (p.to_string(), vec![None])).collect(),
+            bucket: PATHS
+                .iter()
+                .map(|p| p.to_string())
+                .chain(DIRS.iter().map(|d| format!("{d}/")))
+                .map(|k| (k, vec![None]))
+                .collect(),
             local: BTreeMap::new(),
             handles: Vec::new(),
             stamp: 0,
@@ -280,6 +308,28 @@ impl Model {
 
     fn open_on(&self, path: &str) -> bool {
         self.handles.iter().any(|h| h.path == path)
+    }
+
+    /// Whether anything under `dir/` is open or has local changes.
+    fn busy_under(&self, dir: &str) -> bool {
+        let prefix = format!("{dir}/");
+        self.handles.iter().any(|h| h.path.starts_with(&prefix))
+            || self.local.keys().any(|p| p.starts_with(&prefix))
+    }
+}
+
+/// A directory exists if its marker or any key below it does (or a file
+/// made on this mount and not stored yet is in it).
+fn dir_exists(bucket: &MemoryStore, m: &Model, dir: &str) -> bool {
+    let prefix = format!("{dir}/");
+    bucket.contents().keys().any(|k| k.starts_with(&prefix))
+        || m.local.keys().any(|p| p.starts_with(&prefix))
+}
+
+fn parent_exists(bucket: &MemoryStore, m: &Model, path: &str) -> bool {
+    match split(path).0 {
+        "" => true,
+        dir => dir_exists(bucket, m, dir),
     }
 }
 
@@ -310,6 +360,12 @@ fn check_bucket(model: &mut Model, bucket: &MemoryStore, what: &str) -> Result<(
             "after {what}: {key} holds {there:?}, expected one of {allowed:?}"
         );
         *allowed = vec![there];
+    }
+    for key in bucket.contents().keys() {
+        prop_assert!(
+            model.bucket.contains_key(key),
+            "after {what}: an object nobody wrote: {key}"
+        );
     }
     Ok(())
 }
@@ -370,10 +426,14 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
                     }
                     .await;
                     match result {
-                        Ok((_, opened)) => {
+                        Ok((inode, opened)) => {
                             prop_assert!(
                                 !exists_before || fired(),
                                 "O_EXCL create of existing {path} succeeded"
+                            );
+                            prop_assert!(
+                                parent_exists(&s.bucket, m, path) || fired(),
+                                "create in a missing directory: {path}"
                             );
                             m.local.insert(
                                 path.to_owned(),
@@ -387,13 +447,16 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
                             );
                             m.handles.push(Handle {
                                 fh: opened.fh,
+                                ino: inode.ino,
                                 path: path.to_owned(),
                                 writable: true,
                                 snapshot: None,
                             });
                         }
                         Err(e) => prop_assert!(
-                            fired() || (exists_before && e.errno == libc::EEXIST),
+                            fired()
+                                || (exists_before && e.errno == libc::EEXIST)
+                                || (!parent_exists(&s.bucket, m, path) && e.errno == libc::ENOENT),
                             "O_EXCL create of {path} (exists: {exists_before}): {e:?}"
                         ),
                     }
@@ -404,21 +467,22 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
                     let result = async {
                         let ino = resolve(&s.fs, path).await?;
                         let opened = s.fs.open(ino, write, false).await?;
+                        let opened = (ino, opened);
                         if mode == OpenMode::Truncate {
                             let change = SetAttr {
                                 size: Some(0),
                                 ..Default::default()
                             };
                             if let Err(e) = s.fs.setattr(ino, change, ROOT).await {
-                                s.fs.flush(opened.fh).await.ok();
-                                s.fs.release(opened.fh).await;
+                                s.fs.flush(opened.1.fh).await.ok();
+                                s.fs.release(opened.1.fh).await;
                                 return Err(e);
                             }
                         }
                         Ok(opened)
                     }
                     .await;
-                    let opened = match result {
+                    let (ino, opened) = match result {
                         Ok(opened) => opened,
                         Err(e) => {
                             prop_assert!(
@@ -458,6 +522,7 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
                     }
                     m.handles.push(Handle {
                         fh: opened.fh,
+                        ino,
                         path: path.to_owned(),
                         writable: write,
                         snapshot,
@@ -493,16 +558,13 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
             let Some(h) = m.handles.get(handle).filter(|h| h.writable) else {
                 return Ok(());
             };
-            let path = h.path.clone();
+            let (path, ino) = (h.path.clone(), h.ino);
             let change = SetAttr {
                 size: Some(len),
                 ..Default::default()
             };
-            let result = async {
-                let ino = resolve(&s.fs, &path).await?;
-                s.fs.setattr(ino, change, ROOT).await
-            }
-            .await;
+            // ftruncate: on the open file's inode, no lookup.
+            let result = s.fs.setattr(ino, change, ROOT).await;
             match result {
                 Ok(inode) => {
                     prop_assert_eq!(inode.attr.size, len);
@@ -629,6 +691,7 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
                 return Ok(());
             }
             let content = actual(&s.bucket, from);
+            let to_parent = parent_exists(&s.bucket, m, to);
             let result = async {
                 // The kernel looks the source up before it asks.
                 resolve(&s.fs, from).await?;
@@ -639,8 +702,8 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
             match result {
                 Ok(()) => {
                     prop_assert!(
-                        content.is_some() || fired(),
-                        "rename of missing {from} worked"
+                        (content.is_some() && to_parent) || fired(),
+                        "rename of missing {from}, or into a missing directory, worked"
                     );
                     if from != to {
                         m.set(to, content);
@@ -653,7 +716,7 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
                     m.maybe(from, None);
                 }
                 Err(e) => prop_assert!(
-                    content.is_none() && e.errno == libc::ENOENT,
+                    (content.is_none() || !to_parent) && e.errno == libc::ENOENT,
                     "rename {from} -> {to}: {e:?}"
                 ),
             }
@@ -706,6 +769,131 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
                 ),
             }
         }
+        Step::Touch { path, secs } => {
+            let path = PATHS[path];
+            if m.open_on(path) || m.local.contains_key(path) {
+                return Ok(());
+            }
+            let exists = actual(&s.bucket, path).is_some();
+            let when = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            let change = SetAttr {
+                mtime: Some(when),
+                ..Default::default()
+            };
+            let result = async {
+                let ino = resolve(&s.fs, path).await?;
+                s.fs.setattr(ino, change, ROOT).await
+            }
+            .await;
+            match result {
+                Ok(inode) => {
+                    prop_assert_eq!(inode.attr.mtime, when);
+                    let stored = s
+                        .bucket
+                        .metadata(path)
+                        .and_then(|m| m.get("mtime").cloned());
+                    prop_assert_eq!(stored, Some(secs.to_string()));
+                }
+                Err(e) => prop_assert!(
+                    fired() || (!exists && e.errno == libc::ENOENT),
+                    "utimens of {path} (exists: {exists}): {e:?}"
+                ),
+            }
+        }
+        Step::Mkdir { dir } => {
+            let dir = DIRS[dir];
+            let exists = dir_exists(&s.bucket, m, dir);
+            let marker = format!("{dir}/");
+            // A directory whose files another client removed while one is
+            // open here is gone from the bucket's view.
+            let only_local = !s.bucket.contents().keys().any(|k| k.starts_with(&marker));
+            match s.fs.mkdir(ROOT_INO, dir, 0o755, ROOT).await {
+                Ok(_) => {
+                    prop_assert!(
+                        !exists || only_local || fired(),
+                        "mkdir of existing {dir} worked"
+                    );
+                    m.set(&marker, Some(Vec::new()));
+                }
+                Err(_) if fired() => m.maybe(&marker, Some(Vec::new())),
+                Err(e) => prop_assert!(
+                    exists && e.errno == libc::EEXIST,
+                    "mkdir {dir} (exists: {exists}): {e:?}"
+                ),
+            }
+        }
+        Step::Rmdir { dir } => {
+            let dir = DIRS[dir];
+            if m.busy_under(dir) {
+                return Ok(());
+            }
+            let marker = format!("{dir}/");
+            let exists = dir_exists(&s.bucket, m, dir);
+            let empty = !PATHS
+                .iter()
+                .any(|p| p.starts_with(&marker) && actual(&s.bucket, p).is_some());
+            let result = async {
+                resolve(&s.fs, dir).await?;
+                s.fs.rmdir(ROOT_INO, dir).await
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    prop_assert!(
+                        (exists && empty) || fired(),
+                        "rmdir {dir} (exists: {exists}, empty: {empty}) worked"
+                    );
+                    m.set(&marker, None);
+                }
+                Err(_) if fired() => m.maybe(&marker, None),
+                Err(e) => prop_assert!(
+                    (!exists && e.errno == libc::ENOENT)
+                        || (exists && !empty && e.errno == libc::ENOTEMPTY),
+                    "rmdir {dir} (exists: {exists}, empty: {empty}): {e:?}"
+                ),
+            }
+        }
+        Step::RenameDir { from } => {
+            let (from, to) = (DIRS[from], DIRS[1 - from]);
+            if m.busy_under(from) || m.busy_under(to) || dir_exists(&s.bucket, m, to) {
+                return Ok(());
+            }
+            let exists = dir_exists(&s.bucket, m, from);
+            let prefix = format!("{from}/");
+            let moves: Vec<(String, String, Option<Vec<u8>>)> = m
+                .bucket
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .map(|k| {
+                    let new = format!("{to}/{}", &k[prefix.len()..]);
+                    (k.clone(), new, actual(&s.bucket, k))
+                })
+                .collect();
+            let result = async {
+                resolve(&s.fs, from).await?;
+                s.fs.rename(ROOT_INO, from, ROOT_INO, to, false).await
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    prop_assert!(exists || fired(), "rename of missing {from} worked");
+                    for (old, new, content) in moves {
+                        m.set(&new, content);
+                        m.set(&old, None);
+                    }
+                }
+                Err(_) if fired() => {
+                    for (old, new, content) in moves {
+                        m.maybe(&new, content);
+                        m.maybe(&old, None);
+                    }
+                }
+                Err(e) => prop_assert!(
+                    !exists && e.errno == libc::ENOENT,
+                    "rename {from} -> {to} (exists: {exists}): {e:?}"
+                ),
+            }
+        }
     }
     check_bucket(m, &s.bucket, &format!("{step:?}"))
 }
@@ -716,6 +904,7 @@ async fn run_case(steps: &[Step], store: MemoryStoreConfig) -> Result<(), TestCa
         .await
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let mut m = Model::new();
+    m.set("d/", Some(Vec::new()));
     for step in steps {
         run_step(&s, &mut m, step).await?;
     }
@@ -973,4 +1162,20 @@ async fn a_read_of_a_file_removed_elsewhere_is_estale() {
     let e = s.fs.read(fh, 0, 1).await.expect_err("gone");
     assert_eq!(e.errno, libc::ESTALE, "{e:?}");
     s.fs.release(fh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_emptied_elsewhere_stays_while_a_file_in_it_has_changes_here() {
+    let s = setup(MemoryStoreConfig::default());
+    put(&s.bucket, "f/e", b"old").await;
+    let ino = resolve(&s.fs, "f/e").await.expect("f/e");
+    let fh = s.fs.open(ino, true, false).await.expect("open").fh;
+    s.fs.write(fh, 0, b"new").await.expect("write");
+    s.bucket.delete_object("f/e", None).await.expect("delete");
+    // The kernel's next lookups by path: the directory and the file are
+    // still there on this mount, and the close stores the file.
+    resolve(&s.fs, "f/e").await.expect("f/e is still reachable");
+    s.fs.flush(fh).await.expect("close");
+    s.fs.release(fh).await;
+    assert_eq!(&s.bucket.content("f/e").expect("stored")[..], b"new");
 }

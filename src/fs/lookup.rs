@@ -411,6 +411,12 @@ impl Fs {
     /// fresh cache knows.
     pub(crate) async fn resolve(&self, dir_path: &str, name: &str) -> FsResult<Option<Resolved>> {
         let mut resolved = self.resolve_uncorrected(dir_path, name).await?;
+        if resolved.is_none() && self.has_local_below(&child_path(dir_path, name)) {
+            resolved = Some(Resolved {
+                attr: self.config.attrs.dir(None),
+                etag: None,
+            });
+        }
         if let Some(r) = &mut resolved {
             self.dir_time(&child_path(dir_path, name), &mut r.attr);
         }

@@ -71,6 +71,14 @@ impl Fs {
         self.local_map().get(path).map(|l| l.attr.clone())
     }
 
+    /// Whether a file with local content lies anywhere below `dir_path`:
+    /// then the directory exists on this mount, whatever the bucket says
+    /// (another client may have removed the last object under it).
+    pub(crate) fn has_local_below(&self, dir_path: &str) -> bool {
+        let prefix = format!("{dir_path}/");
+        self.local_map().keys().any(|p| p.starts_with(&prefix))
+    }
+
     /// Local files directly inside `dir_path`, with their attributes.
     pub(crate) fn local_children(&self, dir_path: &str) -> Vec<(String, Attr)> {
         self.local_map()
