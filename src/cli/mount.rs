@@ -432,7 +432,7 @@ fn serve(
     let (session, unmounter) = mount_session(adapter, mountpoint, &kernel, acl, args)?;
     // Shared by the signal handler (unmount) and the end of the session
     // (detach a dead mount).
-    let unmounter = Arc::new(std::sync::Mutex::new(unmounter));
+    let unmounter = Arc::new(parking_lot::Mutex::new(unmounter));
     tracing::info!("mounted {source} on {}", mountpoint.display());
 
     if let Some(pid_file) = &args.pid_file {
@@ -456,10 +456,7 @@ fn serve(
         // again, then detach it rather than serve on after the signal.
         let mut unmounted = Ok(());
         for _ in 0..UNMOUNT_ATTEMPTS {
-            unmounted = signal_unmounter
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .unmount();
+            unmounted = signal_unmounter.lock().unmount();
             if unmounted.is_ok() {
                 break;
             }
@@ -467,10 +464,7 @@ fn serve(
         }
         if let Err(e) = unmounted {
             tracing::error!("unmount of {shown} failed: {e}; detaching it");
-            signal_unmounter
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .detach();
+            signal_unmounter.lock().detach();
         }
     });
 
@@ -489,7 +483,7 @@ fn serve(
     ]);
     let result = session.run();
     if result.is_err() {
-        unmounter.lock().unwrap_or_else(|p| p.into_inner()).detach();
+        unmounter.lock().detach();
     }
     tracing::info!("unmounted {}", mountpoint.display());
     // Anything a failed upload left: one last try, else it stays staged.

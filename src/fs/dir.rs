@@ -16,7 +16,9 @@
 //! unsaved local changes are shown as they are locally, first.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
@@ -58,7 +60,7 @@ pub struct DirSnapshot {
 
 impl Drop for DirSnapshot {
     fn drop(&mut self) {
-        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(task) = self.task.lock().take() {
             task.abort();
         }
     }
@@ -85,7 +87,7 @@ impl DirSnapshot {
     }
 
     fn push(&self, new: impl IntoIterator<Item = DirEntry>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.lock();
         entries.extend(new);
         let len = entries.len();
         drop(entries);
@@ -104,7 +106,7 @@ impl DirSnapshot {
     pub fn ready(&self, from: usize) -> Option<FsResult<Vec<DirEntry>>> {
         let fill = self.fill.borrow().clone();
         if from < fill.len {
-            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let entries = self.entries.lock();
             let end = entries.len().min(from + BATCH);
             return Some(Ok(entries[from..end].to_vec()));
         }
@@ -222,7 +224,7 @@ impl Fs {
                 }
             }
         });
-        *snapshot.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+        *snapshot.task.lock() = Some(task.abort_handle());
         Ok(self.add_handle(Handle::Dir(snapshot)))
     }
 
@@ -322,12 +324,7 @@ impl Fs {
     }
 
     pub fn dir_snapshot(&self, fh: u64) -> FsResult<Arc<DirSnapshot>> {
-        match self
-            .handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-        {
+        match self.handles.lock().get(&fh) {
             Some(Handle::Dir(snapshot)) => Ok(snapshot.clone()),
             _ => Err(FsError::new(libc::EBADF, "not an open directory")),
         }

@@ -95,7 +95,7 @@ impl Fs {
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let (ino, reader, own, writable) = {
-            let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+            let handles = self.handles.lock();
             match handles.get(&fh) {
                 Some(Handle::File { ino, reader }) => (*ino, Some(reader.clone()), None, false),
                 Some(Handle::Local {

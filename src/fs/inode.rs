@@ -11,7 +11,9 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Instant;
 
 use super::attr::Attr;
@@ -101,8 +103,8 @@ impl InodeTable {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Table> {
+        self.inner.lock()
     }
 
     pub fn get(&self, ino: Ino) -> Option<Inode> {

@@ -24,7 +24,9 @@
 //! Bounded by entries, least recently used first out.
 
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use lru::LruCache;
@@ -65,8 +67,8 @@ impl KnownAttrs {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Known>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, LruCache<String, Known>> {
+        self.entries.lock()
     }
 
     /// What a HEAD of `key` said (`last_modified` given), or what this

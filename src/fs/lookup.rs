@@ -108,7 +108,7 @@ impl Fs {
 
     /// The cached listing of a directory, if still fresh.
     pub(crate) fn cached_listing(&self, dir_path: &str) -> Option<Arc<Listing>> {
-        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut listings = self.listings.lock();
         let listing = listings.get(dir_path)?.clone();
         if self.fresh(listing.fetched_at) {
             Some(listing)
@@ -290,7 +290,7 @@ impl Fs {
             fetched_at: Instant::now(),
             names_only,
         });
-        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut listings = self.listings.lock();
         // Checked under the lock that changes take too.
         if self.listing_epoch() == epoch {
             listings.put(dir_path.to_owned(), listing.clone());
@@ -306,7 +306,7 @@ impl Fs {
     /// per-name lookups.
     async fn name_index(&self, dir_path: &str) -> FsResult<Option<Arc<Listing>>> {
         {
-            let mut cold = self.cold_dirs.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cold = self.cold_dirs.lock();
             match cold.get(dir_path) {
                 Some(ColdDir::TooBig(at)) if self.fresh(*at) => return Ok(None),
                 Some(ColdDir::Missed(at)) if self.fresh(*at) => {}
@@ -324,7 +324,6 @@ impl Fs {
             None => {
                 self.cold_dirs
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
                     .put(dir_path.to_owned(), ColdDir::TooBig(Instant::now()));
                 Ok(None)
             }
@@ -336,14 +335,11 @@ impl Fs {
     pub(crate) fn invalidate_listing(&self, dir_path: &str) {
         self.invalidate_versions();
         self.stat_ahead.clear();
-        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut listings = self.listings.lock();
         self.listing_epoch.fetch_add(1, Ordering::SeqCst);
         listings.pop(dir_path);
         drop(listings);
-        self.cold_dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop(dir_path);
+        self.cold_dirs.lock().pop(dir_path);
     }
 
     /// A child of `dir_path` was made, changed (`Some`, with its kind) or
@@ -355,7 +351,7 @@ impl Fs {
     pub(crate) fn child_changed(&self, dir_path: &str, name: &str, now: Option<Listed>) {
         self.invalidate_versions();
         self.stat_ahead.clear();
-        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut listings = self.listings.lock();
         self.listing_epoch.fetch_add(1, Ordering::SeqCst);
         match listings.get_mut(dir_path) {
             Some(listing) if listing.names_only => {
@@ -380,7 +376,7 @@ impl Fs {
     }
 
     fn negative_hit(&self, path: &str) -> bool {
-        let mut negative = self.negative.lock().unwrap_or_else(|p| p.into_inner());
+        let mut negative = self.negative.lock();
         match negative.get(path) {
             Some(until) if *until > Instant::now() => true,
             Some(_) => {
@@ -395,7 +391,7 @@ impl Fs {
         if self.config.negative_ttl.is_zero() {
             return;
         }
-        let mut negative = self.negative.lock().unwrap_or_else(|p| p.into_inner());
+        let mut negative = self.negative.lock();
         // Keep the map bounded: drop expired entries when it grows.
         if negative.len() >= 10_000 {
             let now = Instant::now();

@@ -6,9 +6,10 @@
 //! reply. Submodules: `lookup` (names to inodes, attributes, the listing and
 //! negative caches), `dir` (directory handles and their entries), `file`
 //! (open files and reads), `write_ops` (everything that changes the
-//! bucket), `versions` (the read-only `.versions` view), `inode` (the inode
-//! table), `attr` (attributes from metadata), `names` (which keys can be
-//! files), `error` (the errno table).
+//! bucket but renames), `rename` (of files and directories), `versions`
+//! (the read-only `.versions` view), `inode` (the inode table), `attr`
+//! (attributes from metadata), `names` (which keys can be files), `error`
+//! (the errno table).
 
 pub mod attr;
 mod dir;
@@ -18,6 +19,7 @@ pub mod inode;
 mod known_attrs;
 mod lookup;
 pub mod names;
+mod rename;
 mod stat_ahead;
 mod versions;
 mod write_ops;
@@ -25,7 +27,9 @@ mod write_ops;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -211,7 +215,7 @@ impl Fs {
 
     /// Record that entries of `dir_path` changed now.
     pub(crate) fn touch_dir(&self, dir_path: &str) {
-        let mut times = self.dir_times.lock().unwrap_or_else(|p| p.into_inner());
+        let mut times = self.dir_times.lock();
         if times.len() >= 100_000 {
             times.clear();
         }
@@ -224,7 +228,7 @@ impl Fs {
         if attr.kind != Kind::Dir {
             return;
         }
-        let times = self.dir_times.lock().unwrap_or_else(|p| p.into_inner());
+        let times = self.dir_times.lock();
         if let Some(t) = times.get(dir_path) {
             if *t > attr.mtime {
                 attr.mtime = *t;
@@ -241,18 +245,12 @@ impl Fs {
 
     fn add_handle(&self, handle: Handle) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, handle);
+        self.handles.lock().insert(fh, handle);
         fh
     }
 
     fn remove_handle(&self, fh: u64) -> Option<Handle> {
-        self.handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh)
+        self.handles.lock().remove(&fh)
     }
 
     /// The kernel dropped `n` lookups of `ino`.

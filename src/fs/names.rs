@@ -5,8 +5,8 @@
 //! `.` or `..`, at most 255 bytes, no NUL. A key that breaks this is hidden
 //! and logged once; nothing else happens to it.
 
+use parking_lot::Mutex;
 use std::collections::HashSet;
-use std::sync::Mutex;
 
 /// Longest file name the kernel passes (NAME_MAX).
 pub const NAME_MAX: usize = 255;
@@ -40,7 +40,7 @@ impl Default for OddKeyLog {
 
 impl OddKeyLog {
     pub fn hidden(&self, key: &str, why: &str) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.seen.lock();
         if seen.len() >= ODD_KEY_LOG_MAX || !seen.insert(key.to_owned()) {
             return;
         }

@@ -14,10 +14,10 @@
 //! `metadata_ttl` passes or when this mount changes anything (a changed
 //! file must not be answered from a HEAD taken before the change).
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::ops::Bound;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -70,8 +70,8 @@ impl StatAhead {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// The prefetched HEAD of `key`, if one was started and is still

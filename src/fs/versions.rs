@@ -167,15 +167,11 @@ impl Fs {
     }
 
     pub(crate) fn vnode(&self, path: &str) -> Option<VNode> {
-        self.vnodes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(path)
-            .cloned()
+        self.vnodes.lock().get(path).cloned()
     }
 
     fn remember_vnode(&self, path: &str, node: VNode) {
-        let mut vnodes = self.vnodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut vnodes = self.vnodes.lock();
         if vnodes.len() >= 100_000 {
             vnodes.clear();
         }
@@ -184,21 +180,13 @@ impl Fs {
 
     /// Drop cached version listings (after any change through the mount).
     pub(crate) fn invalidate_versions(&self) {
-        self.version_listings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.version_listings.lock().clear();
     }
 
     /// One directory level of the bucket's history.
     async fn version_listing(&self, dir: &str) -> FsResult<Arc<VersionListing>> {
         let prefix = self.dir_prefix(dir);
-        if let Some(cached) = self
-            .version_listings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&prefix)
-        {
+        if let Some(cached) = self.version_listings.lock().get(&prefix) {
             if cached.fetched_at.elapsed() < self.config.metadata_ttl {
                 return Ok(cached.clone());
             }
@@ -246,10 +234,7 @@ impl Fs {
             dirs,
             fetched_at: Instant::now(),
         });
-        let mut cache = self
-            .version_listings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.version_listings.lock();
         if cache.len() >= 256 {
             cache.clear();
         }

@@ -20,7 +20,9 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -123,7 +125,7 @@ impl Part {
             return progress.failed.map(Err);
         }
         let index = (b - self.range.start / BLOCK_SIZE) as usize;
-        let blocks = self.blocks.lock().unwrap_or_else(|p| p.into_inner());
+        let blocks = self.blocks.lock();
         blocks.get(index).cloned().map(Ok)
     }
 }
@@ -246,7 +248,7 @@ impl Reader {
     fn plan(&self, offset: u64, end: u64) -> Vec<Arc<Part>> {
         let tuning = &self.ctx.tuning;
         let size = self.object.size;
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock();
         // The kernel reads ahead of a sequential reader with several
         // requests at once, which reach us in any order: once a run is
         // under way (two reads in a row; a random reader rarely makes
@@ -346,10 +348,7 @@ impl Reader {
         let task_blocks = blocks.clone();
         let task = tokio::spawn(async move {
             let result = fetch_range(&ctx, &object, &version, task_range, |offset_end, block| {
-                task_blocks
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(block);
+                task_blocks.lock().push(block);
                 tx.send_modify(|p| p.done_until = offset_end);
             })
             .await;
@@ -503,7 +502,6 @@ mod tests {
     fn ranges(r: &Reader) -> Vec<Range<u64>> {
         r.state
             .lock()
-            .unwrap()
             .parts
             .iter()
             .map(|p| p.range.clone())

@@ -8,7 +8,9 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -77,29 +79,26 @@ impl FaultyStore {
 
     /// The next request of `op` meets `fault`.
     pub fn arm(&self, op: Op, fault: Fault) {
-        self.armed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(Armed { op, fault });
+        self.armed.lock().push_back(Armed { op, fault });
     }
 
     /// Drop every armed fault that has not fired.
     pub fn disarm(&self) {
-        self.armed.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.armed.lock().clear();
     }
 
     /// Faults armed and not yet fired.
     pub fn pending(&self) -> usize {
-        self.armed.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.armed.lock().len()
     }
 
     /// Every request waits this long before it is sent.
     pub fn set_latency(&self, latency: Duration) {
-        *self.latency.lock().unwrap_or_else(|p| p.into_inner()) = latency;
+        *self.latency.lock() = latency;
     }
 
     fn take(&self, op: Op) -> Option<Fault> {
-        let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut armed = self.armed.lock();
         let at = armed.iter().position(|a| a.op == op || a.op == Op::Any)?;
         armed.remove(at).map(|a| a.fault)
     }
@@ -112,7 +111,7 @@ impl FaultyStore {
         key: Option<&'a str>,
         request: StoreResult<'a, T>,
     ) -> Result<T, S3Error> {
-        let latency = *self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let latency = *self.latency.lock();
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }

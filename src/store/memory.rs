@@ -19,9 +19,9 @@
 //! a single S3 request is. What happens *between* requests is the point of
 //! the tests that use it.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -129,7 +129,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Bucket> {
-        self.bucket.lock().unwrap_or_else(|p| p.into_inner())
+        self.bucket.lock()
     }
 
     /// The latest content of every key that has one (no delete marker on

@@ -7,12 +7,12 @@
 //! `start <upload id> <key, percent-encoded>` when an upload begins and
 //! `end <upload id>` when it is completed or aborted.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use crate::s3::encode::encode_query_value;
 use crate::s3::UploadId;
@@ -44,7 +44,7 @@ impl UploadJournal {
     }
 
     fn append(&self, line: &str) {
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = self.file.lock();
         // Best effort: a journal that cannot be written only costs the
         // automatic cleanup after a crash, never the upload itself.
         if let Err(e) = file.write_all(line.as_bytes()) {

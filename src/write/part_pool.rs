@@ -18,7 +18,9 @@
 //! `write_buffer` plus the fill slots, and the pool never holds more
 //! buffers than that. A free buffer is let go after a few seconds unused.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -77,13 +79,7 @@ impl PartPool {
 
     fn buffer(&self, permit: OwnedSemaphorePermit) -> PartBuf {
         self.start_trimmer();
-        let reused = self
-            .inner
-            .free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .map(|(_, vec)| vec);
+        let reused = self.inner.free.lock().pop().map(|(_, vec)| vec);
         let vec = reused.unwrap_or_else(|| vec![0u8; self.inner.part_size + DIRECT_ALIGN]);
         let start = vec.as_ptr().align_offset(DIRECT_ALIGN);
         PartBuf {
@@ -98,11 +94,7 @@ impl PartPool {
     /// Let the memory of the free buffers go, before memory is taken for
     /// upload bodies that are not pool buffers.
     pub fn trim(&self) {
-        self.inner
-            .free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.inner.free.lock().clear();
     }
 
     /// A task that lets go of buffers free for `IDLE_TRIM`; it ends with
@@ -132,7 +124,6 @@ fn trim_idle(inner: &PoolInner, now: Instant) {
     inner
         .free
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
         .retain(|(since, _)| now.duration_since(*since) < IDLE_TRIM);
 }
 
@@ -208,11 +199,7 @@ impl AsRef<[u8]> for PartBuf {
 impl Drop for PartBuf {
     fn drop(&mut self) {
         let vec = std::mem::take(&mut self.vec);
-        self.pool
-            .free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((Instant::now(), vec));
+        self.pool.free.lock().push((Instant::now(), vec));
     }
 }
 
@@ -255,10 +242,10 @@ mod tests {
     fn free_buffers_are_let_go_when_idle() {
         let pool = PartPool::new(4096, 1);
         drop(pool.try_fill().unwrap());
-        assert_eq!(pool.inner.free.lock().unwrap().len(), 1);
+        assert_eq!(pool.inner.free.lock().len(), 1);
         trim_idle(&pool.inner, Instant::now());
-        assert_eq!(pool.inner.free.lock().unwrap().len(), 1, "recently used");
+        assert_eq!(pool.inner.free.lock().len(), 1, "recently used");
         trim_idle(&pool.inner, Instant::now() + IDLE_TRIM);
-        assert!(pool.inner.free.lock().unwrap().is_empty());
+        assert!(pool.inner.free.lock().is_empty());
     }
 }
