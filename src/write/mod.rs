@@ -3,6 +3,7 @@
 //! parts (`part_pool`), and a dirty file with its streaming and staged
 //! uploads (`dirty`).
 
+mod context;
 pub mod dirty;
 pub mod journal;
 pub mod layout;
@@ -10,6 +11,7 @@ pub mod part_pool;
 pub mod ranges;
 pub mod staging;
 
-pub use dirty::{mtime_value, BaseObject, DirtyFile, WriteContext};
+pub use context::WriteContext;
+pub use dirty::{mtime_value, BaseObject, DirtyFile};
 pub use layout::PartLayout;
 pub use staging::{default_cache_dir, StagingDir};

@@ -1,0 +1,107 @@
+//! What every dirty file shares: the store, the part layout, the staging
+//! directory, the journal of unfinished uploads, and the write budget
+//! (memory for part uploads in flight, shared by all files, so that many
+//! writers at once cannot exhaust memory).
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::journal::UploadJournal;
+use super::layout::PartLayout;
+use super::part_pool::PartPool;
+use super::staging::{StagingDir, DIRECT_MIN};
+use crate::fs::error::{FsError, FsResult};
+use crate::s3::{CompletedPart, PutObjectOutput, PutOptions, UploadId};
+use crate::store::Store;
+
+/// Files that may fill a part in memory at once (the memory comes on top
+/// of the write budget); more writers at once stream from their staging
+/// files.
+const FILLING_IN_MEMORY: usize = 4;
+
+/// What every dirty file shares.
+pub struct WriteContext {
+    pub store: Store,
+    pub layout: PartLayout,
+    pub staging: StagingDir,
+    /// Bytes of part data in memory for uploads, in KiB permits.
+    budget: Arc<Semaphore>,
+    budget_kib: u64,
+    /// Memory for parts filled by streaming files and uploaded from there.
+    pub(super) pool: PartPool,
+    /// Unfinished multipart uploads, for the cleanup after a crash.
+    pub journal: Arc<UploadJournal>,
+}
+
+impl WriteContext {
+    pub fn new(
+        store: Store,
+        layout: PartLayout,
+        staging: StagingDir,
+        journal: UploadJournal,
+        write_buffer: u64,
+    ) -> Self {
+        let kib = (write_buffer / 1024).clamp(layout.first_part() / 1024, u32::MAX as u64 / 2);
+        WriteContext {
+            store,
+            layout,
+            staging,
+            budget: Arc::new(Semaphore::new(kib as usize)),
+            budget_kib: kib,
+            pool: PartPool::new(layout.first_part(), FILLING_IN_MEMORY),
+            journal: Arc::new(journal),
+        }
+    }
+
+    pub(super) async fn start_upload(
+        &self,
+        key: &str,
+        options: &PutOptions,
+    ) -> Result<UploadId, crate::s3::S3Error> {
+        let id = self.store.create_multipart_upload(key, options).await?;
+        self.journal.started(key, &id);
+        Ok(id)
+    }
+
+    pub(super) async fn finish_upload(
+        &self,
+        key: &str,
+        id: &UploadId,
+        parts: &[CompletedPart],
+    ) -> Result<PutObjectOutput, crate::s3::S3Error> {
+        let out = self.store.complete_multipart_upload(key, id, parts).await?;
+        self.journal.ended(id);
+        Ok(out)
+    }
+
+    pub(super) async fn abort_upload(&self, key: &str, id: &UploadId) {
+        match self.store.abort_multipart_upload(key, id).await {
+            Ok(()) => self.journal.ended(id),
+            Err(e) => tracing::warn!("cannot abort an unfinished upload of {key}: {e}"),
+        }
+    }
+
+    pub(super) async fn permit(&self, len: u64) -> FsResult<tokio::sync::OwnedSemaphorePermit> {
+        // Never ask for more than the whole budget, or it could never be
+        // granted.
+        let kib = len.div_ceil(1024).clamp(1, self.budget_kib) as u32;
+        self.budget
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| FsError::new(libc::EIO, "shutting down"))
+    }
+
+    /// A permit for a body assembled in new memory. For a big one the
+    /// pool's free buffers are let go first, so the two do not add up.
+    pub(super) async fn permit_for_copy(
+        &self,
+        len: u64,
+    ) -> FsResult<tokio::sync::OwnedSemaphorePermit> {
+        if len >= DIRECT_MIN as u64 {
+            self.pool.trim();
+        }
+        self.permit(len).await
+    }
+}
