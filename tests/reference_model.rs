@@ -1179,3 +1179,45 @@ async fn a_directory_emptied_elsewhere_stays_while_a_file_in_it_has_changes_here
     s.fs.release(fh).await;
     assert_eq!(&s.bucket.content("f/e").expect("stored")[..], b"new");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_stat_do_not_wait_for_the_files_upload() {
+    let s = setup(MemoryStoreConfig::default());
+    let (inode, w) =
+        s.fs.create(ROOT_INO, "big", 0o644, ROOT, false)
+            .await
+            .expect("create");
+    let data = bytes_of(3 * MIB, 5);
+    s.fs.write(w.fh, 0, &data).await.expect("write");
+    let r =
+        s.fs.open(inode.ino, false, false)
+            .await
+            .expect("open for reading")
+            .fh;
+    // The upload stalls at its PUT until the gate opens.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    s.faults.arm(Op::Put, Fault::Pause(gate.clone()));
+    let fs = s.fs.clone();
+    let closing = tokio::spawn(async move { fs.flush(w.fh).await });
+    while s.faults.pending() > 0 {
+        tokio::task::yield_now().await;
+    }
+    let read = tokio::time::timeout(Duration::from_secs(5), s.fs.read(r, MIB as u64, 4096)).await;
+    let stat = tokio::time::timeout(Duration::from_secs(5), s.fs.getattr(inode.ino)).await;
+    gate.add_permits(1);
+    closing.await.expect("the close task").expect("the close");
+    let read = read
+        .expect("the read does not wait for the upload")
+        .expect("read");
+    assert_eq!(read, &data[MIB..MIB + 4096]);
+    let stat = stat
+        .expect("stat does not wait for the upload")
+        .expect("stat");
+    assert_eq!(stat.attr.size, data.len() as u64);
+    // After the upload the staging file is emptied; reads come from the
+    // bucket, whole.
+    assert_eq!(s.fs.read(r, 0, 16).await.expect("read"), &data[..16]);
+    s.fs.release(w.fh).await;
+    s.fs.release(r).await;
+    assert_eq!(s.bucket.content("big").expect("stored").len(), data.len());
+}

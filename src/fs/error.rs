@@ -5,7 +5,9 @@
 
 use std::fmt;
 
+use crate::read::ReadError;
 use crate::s3::{ErrorKind, S3Error};
+use crate::write::WriteError;
 
 /// An error for the kernel: an errno, and a message for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +82,35 @@ pub fn errno_for(err: &S3Error) -> i32 {
 impl From<S3Error> for FsError {
     fn from(err: S3Error) -> Self {
         FsError::new(errno_for(&err), err.to_string())
+    }
+}
+
+impl From<ReadError> for FsError {
+    fn from(err: ReadError) -> Self {
+        let errno = match &err {
+            ReadError::Store(e) => errno_for(e),
+            // Removed elsewhere while open here: ENOENT is no answer to a
+            // read(2), a stale handle is.
+            ReadError::Removed { .. } => libc::ESTALE,
+            ReadError::Malformed(_) | ReadError::Internal(_) => libc::EIO,
+        };
+        FsError::new(errno, err.to_string())
+    }
+}
+
+impl From<WriteError> for FsError {
+    fn from(err: WriteError) -> Self {
+        let errno = match &err {
+            WriteError::Store(e) => errno_for(e),
+            // The disk's own answer: ENOSPC and EDQUOT tell the writer
+            // what to do about it.
+            WriteError::Staging { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            WriteError::TooLarge(_) => libc::EFBIG,
+            // What open(O_EXCL) would have said had it known.
+            WriteError::NameTaken { .. } => libc::EEXIST,
+            WriteError::Internal(_) => libc::EIO,
+        };
+        FsError::new(errno, err.to_string())
     }
 }
 

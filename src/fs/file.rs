@@ -114,11 +114,11 @@ impl Fs {
         let dirty = if writable { own } else { current().or(own) };
         match (dirty, reader) {
             (Some(dirty), _) => {
+                // Not behind the file's lock: an upload in progress holds it.
                 let ctx = self.writer()?;
-                let dirty = dirty.lock().await;
-                dirty.read(&ctx, offset, size).await
+                Ok(dirty.reads.read(&ctx, offset, size).await?)
             }
-            (None, Some(reader)) => reader.read(offset, size).await,
+            (None, Some(reader)) => Ok(reader.read(offset, size).await?),
             (None, None) => Err(FsError::new(libc::EBADF, "not an open file")),
         }
     }

@@ -37,7 +37,7 @@ use lru::LruCache;
 use crate::read::{ReadContext, ReadTuning, Reader};
 use crate::store::Store;
 use crate::write::journal::{self, UploadJournal};
-use crate::write::{DirtyFile, PartLayout, StagingDir, WriteContext};
+use crate::write::{DirtyFile, PartLayout, ReadAccess, StagingDir, WriteContext};
 use attr::AttrDefaults;
 pub use attr::{Attr, Kind};
 pub use dir::{DirEntry, DirSnapshot};
@@ -77,7 +77,31 @@ const LISTING_CACHE_DIRS: usize = 64;
 /// Directories whose recent uncached lookups are remembered.
 const COLD_DIRS: usize = 1024;
 
-type SharedDirty = Arc<tokio::sync::Mutex<DirtyFile>>;
+type SharedDirty = Arc<DirtyCell>;
+
+/// A dirty file behind its lock (held by writes and through a whole
+/// upload), and what reads of it need without that lock.
+pub(crate) struct DirtyCell {
+    file: tokio::sync::Mutex<DirtyFile>,
+    reads: ReadAccess,
+}
+
+impl DirtyCell {
+    fn new(file: DirtyFile) -> Self {
+        DirtyCell {
+            reads: file.reads(),
+            file: tokio::sync::Mutex::new(file),
+        }
+    }
+
+    async fn lock(&self) -> tokio::sync::MutexGuard<'_, DirtyFile> {
+        self.file.lock().await
+    }
+
+    fn into_inner(self) -> DirtyFile {
+        self.file.into_inner()
+    }
+}
 
 /// An open file or directory.
 enum Handle {

@@ -115,7 +115,7 @@ impl Fs {
                         },
                     );
                 })?;
-            dirty.key = to_key.clone();
+            dirty.set_key(to_key.clone());
         }
         self.pin_open_readers(from).await;
         let source = self
@@ -251,8 +251,8 @@ impl Fs {
         for (path, dirty_arc) in inside {
             let new_path = format!("{to}{}", &path[from.len()..]);
             let mut dirty = dirty_arc.lock().await;
-            dirty.key = self.key(&new_path);
-            if let Ok(copied) = self.store.head_object(&dirty.key, None).await {
+            dirty.set_key(self.key(&new_path));
+            if let Ok(copied) = self.store.head_object(dirty.key(), None).await {
                 dirty.rebase(copied.etag, copied.version_id);
             }
             let mut map = self.local_map();

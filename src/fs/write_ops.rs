@@ -19,7 +19,7 @@ use super::error::{FsError, FsResult};
 use super::file::Opened;
 use super::inode::{Ino, Inode};
 use super::lookup::Listed;
-use super::{Fs, Handle, LocalFile, SharedDirty};
+use super::{DirtyCell, Fs, Handle, LocalFile, SharedDirty};
 use crate::s3::{CopySource, MetadataDirective, ObjectMeta, PutOptions};
 use crate::write::{mtime_value, BaseObject, DirtyFile, WriteContext};
 
@@ -159,7 +159,7 @@ impl Fs {
             dirty.truncate(&ctx, 0)?;
         }
         let attr = self.attr_of_dirty(&dirty);
-        let arc = Arc::new(tokio::sync::Mutex::new(dirty));
+        let arc = Arc::new(DirtyCell::new(dirty));
         // Another task may have made one meanwhile: keep the first.
         let existing = {
             let mut local = self.local_map();
@@ -245,7 +245,7 @@ impl Fs {
         dirty.open_handles = 1;
         dirty.exclusive = exclusive;
         let attr = self.attr_of_dirty(&dirty);
-        let arc = Arc::new(tokio::sync::Mutex::new(dirty));
+        let arc = Arc::new(DirtyCell::new(dirty));
         let replaced = self.local_map().insert(
             path.clone(),
             LocalFile {
@@ -322,11 +322,11 @@ impl Fs {
         let Some(out) = dirty.upload(&ctx).await? else {
             return Ok(());
         };
-        let path = self.path_of(&dirty.key);
+        let path = self.path_of(dirty.key());
         let attr = self.attr_of_dirty(dirty);
         // A listing of the new version shows these attributes, no HEAD.
         self.known
-            .learn_file(&dirty.key, &out.etag, dirty.size, None, attr.clone());
+            .learn_file(dirty.key(), &out.etag, dirty.size, None, attr.clone());
         if let Some(ino) = ino {
             self.inodes.update(ino, |i| {
                 i.attr = attr.clone();
@@ -399,7 +399,7 @@ impl Fs {
         if dirty.open_handles > 0 {
             return;
         }
-        let path = self.path_of(&dirty.key);
+        let path = self.path_of(dirty.key());
         if dirty.unlinked {
             dirty.discard();
             return;
@@ -895,7 +895,7 @@ impl Fs {
             user_metadata: dirty.metadata.clone(),
             ..Default::default()
         };
-        let to = dirty.key.clone();
+        let to = dirty.key().to_owned();
         // The very version the reader has open, not whatever is latest.
         let from = CopySource::pinned(
             source.key.to_string(),
@@ -905,14 +905,16 @@ impl Fs {
         self.copy_object(&from, &to, source.size, MetadataDirective::Replace(options))
             .await?;
         let copied = self.store.head_object(&to, None).await?;
-        dirty.adopt(
-            &ctx,
-            BaseObject {
-                etag: copied.etag.clone(),
-                size: copied.size,
-                version_id: copied.version_id.clone(),
-            },
-        )?;
+        dirty
+            .adopt(
+                &ctx,
+                BaseObject {
+                    etag: copied.etag.clone(),
+                    size: copied.size,
+                    version_id: copied.version_id.clone(),
+                },
+            )
+            .await?;
         let path = self.path_of(&to);
         self.publish(Some(ino), &path, &dirty_arc, &dirty);
         self.inodes

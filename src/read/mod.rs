@@ -3,7 +3,9 @@
 //! ahead of it (`reader`).
 
 pub mod cache;
+pub mod error;
 pub mod reader;
 
 pub use cache::{BlockCache, ObjectVersionKey, BLOCK_SIZE};
+pub use error::ReadError;
 pub use reader::{ObjectToRead, ReadContext, ReadTuning, Reader};

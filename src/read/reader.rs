@@ -29,7 +29,7 @@ use futures::StreamExt;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::cache::{BlockCache, ObjectVersionKey, BLOCK_SIZE};
-use crate::fs::error::{FsError, FsResult};
+use super::error::{ReadError, ReadResult};
 use crate::s3::{GetObjectOutput, GetRequest};
 use crate::store::Store;
 
@@ -85,7 +85,7 @@ pub struct ObjectToRead {
 struct Progress {
     /// Bytes of the part received so far, as an absolute offset.
     done_until: u64,
-    failed: Option<FsError>,
+    failed: Option<ReadError>,
 }
 
 /// One prefetch GET in flight (or finished and not yet read past).
@@ -113,7 +113,7 @@ impl Part {
 
     /// Wait until block `b` has arrived and return it; `None` if the part
     /// was abandoned (its data must then be fetched another way).
-    async fn block(&self, b: u64) -> Option<FsResult<Bytes>> {
+    async fn block(&self, b: u64) -> Option<ReadResult<Bytes>> {
         let block_end = ((b + 1) * BLOCK_SIZE).min(self.range.end);
         let mut rx = self.progress.clone();
         let progress = rx
@@ -185,7 +185,7 @@ impl Reader {
     }
 
     /// Read up to `len` bytes at `offset`; fewer only at the end of the object.
-    pub async fn read(&self, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+    pub async fn read(&self, offset: u64, len: u32) -> ReadResult<Vec<u8>> {
         let size = self.object.size;
         if offset >= size || len == 0 {
             return Ok(Vec::new());
@@ -228,17 +228,17 @@ impl Reader {
         let mut out = Vec::with_capacity((end - offset) as usize);
         for (i, block) in blocks.into_iter().enumerate() {
             let block =
-                block.ok_or_else(|| FsError::new(libc::EIO, "block missing after fetch"))?;
+                block.ok_or_else(|| ReadError::Internal("block missing after fetch".into()))?;
             let block_start = (first + i as u64) * BLOCK_SIZE;
             let from = offset.saturating_sub(block_start) as usize;
             let to = ((end - block_start) as usize).min(block.len());
             if from > to {
-                return Err(FsError::new(libc::EIO, "object shorter than its size"));
+                return Err(ReadError::Malformed("object shorter than its size".into()));
             }
             out.extend_from_slice(&block[from..to]);
         }
         if out.len() as u64 != end - offset {
-            return Err(FsError::new(libc::EIO, "object shorter than its size"));
+            return Err(ReadError::Malformed("object shorter than its size".into()));
         }
         Ok(out)
     }
@@ -366,7 +366,7 @@ impl Reader {
     }
 
     /// Fetch `range` (block-aligned) now and return its blocks.
-    async fn fetch(&self, range: Range<u64>) -> FsResult<Vec<Bytes>> {
+    async fn fetch(&self, range: Range<u64>) -> ReadResult<Vec<Bytes>> {
         let mut blocks = Vec::new();
         fetch_range(&self.ctx, &self.object, &self.version, range, |_, block| {
             blocks.push(block)
@@ -384,12 +384,12 @@ async fn fetch_range(
     version: &ObjectVersionKey,
     range: Range<u64>,
     mut on_block: impl FnMut(u64, Bytes),
-) -> FsResult<()> {
+) -> ReadResult<()> {
     let _slot = ctx
         .requests
         .acquire()
         .await
-        .map_err(|_| FsError::new(libc::EIO, "shutting down"))?;
+        .map_err(|_| ReadError::Internal("shutting down".into()))?;
     let request = GetRequest {
         range: Some(range.clone()),
         version_id: object.version_id.clone(),
@@ -398,7 +398,9 @@ async fn fetch_range(
     };
     let body = match ctx.store.get_object(&object.key, request).await {
         Ok(GetObjectOutput::Body { body, .. }) => body,
-        Ok(GetObjectOutput::NotModified) => return Err(FsError::new(libc::EIO, "unexpected 304")),
+        Ok(GetObjectOutput::NotModified) => {
+            return Err(ReadError::Malformed("unexpected 304".into()))
+        }
         Err(e) => {
             if e.is_precondition_failed() {
                 tracing::warn!(
@@ -407,16 +409,13 @@ async fn fetch_range(
                 );
             }
             if e.is_not_found() {
-                // Removed elsewhere while open here: ENOENT is no answer
-                // to a read(2), a stale handle is.
                 tracing::warn!(
                     key = &*object.key,
                     "object removed while open; the open file is stale"
                 );
-                return Err(FsError::new(
-                    libc::ESTALE,
-                    format!("{} was removed from the bucket while open", object.key),
-                ));
+                return Err(ReadError::Removed {
+                    key: object.key.to_string(),
+                });
             }
             return Err(e.into());
         }
@@ -448,15 +447,12 @@ async fn fetch_range(
         on_block(offset, block);
     }
     if offset != range.end {
-        return Err(FsError::new(
-            libc::EIO,
-            format!(
-                "short read of {}: got {} of {} bytes",
-                object.key,
-                offset - range.start,
-                range.end - range.start
-            ),
-        ));
+        return Err(ReadError::Malformed(format!(
+            "short read of {}: got {} of {} bytes",
+            object.key,
+            offset - range.start,
+            range.end - range.start
+        )));
     }
     Ok(())
 }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use super::error::{WriteError, WriteResult};
 use super::journal::UploadJournal;
 use super::layout::PartLayout;
 use super::part_pool::PartPool;
 use super::staging::{StagingDir, DIRECT_MIN};
-use crate::fs::error::{FsError, FsResult};
 use crate::s3::{CompletedPart, PutObjectOutput, PutOptions, UploadId};
 use crate::store::Store;
 
@@ -82,7 +82,7 @@ impl WriteContext {
         }
     }
 
-    pub(super) async fn permit(&self, len: u64) -> FsResult<tokio::sync::OwnedSemaphorePermit> {
+    pub(super) async fn permit(&self, len: u64) -> WriteResult<tokio::sync::OwnedSemaphorePermit> {
         // Never ask for more than the whole budget, or it could never be
         // granted.
         let kib = len.div_ceil(1024).clamp(1, self.budget_kib) as u32;
@@ -90,7 +90,7 @@ impl WriteContext {
             .clone()
             .acquire_many_owned(kib)
             .await
-            .map_err(|_| FsError::new(libc::EIO, "shutting down"))
+            .map_err(|_| WriteError::Internal("shutting down".into()))
     }
 
     /// A permit for a body assembled in new memory. For a big one the
@@ -98,7 +98,7 @@ impl WriteContext {
     pub(super) async fn permit_for_copy(
         &self,
         len: u64,
-    ) -> FsResult<tokio::sync::OwnedSemaphorePermit> {
+    ) -> WriteResult<tokio::sync::OwnedSemaphorePermit> {
         if len >= DIRECT_MIN as u64 {
             self.pool.trim();
         }

@@ -47,7 +47,7 @@ impl UploadJournal {
         let mut file = self.file.lock();
         // Best effort: a journal that cannot be written only costs the
         // automatic cleanup after a crash, never the upload itself.
-        if let Err(e) = file.write_all(line.as_bytes()) {
+        if let Err(e) = super::blocking::off_worker(|| file.write_all(line.as_bytes())) {
             tracing::warn!(
                 "cannot write the upload journal {}: {e}",
                 self.path.display()

@@ -3,8 +3,10 @@
 //! parts (`part_pool`), and a dirty file with its streaming and staged
 //! uploads (`dirty`).
 
+mod blocking;
 mod context;
 pub mod dirty;
+pub mod error;
 pub mod journal;
 pub mod layout;
 pub mod part_pool;
@@ -12,6 +14,7 @@ pub mod ranges;
 pub mod staging;
 
 pub use context::WriteContext;
-pub use dirty::{mtime_value, BaseObject, DirtyFile};
+pub use dirty::{mtime_value, BaseObject, DirtyFile, ReadAccess};
+pub use error::WriteError;
 pub use layout::PartLayout;
 pub use staging::{default_cache_dir, StagingDir};

@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::blocking::off_worker;
+use super::error::WriteError;
 use super::part_pool::DIRECT_ALIGN;
-use crate::fs::error::FsError;
 
 /// The smallest write sent past the page cache: a sequential writer's
 /// blocks (dd, cp) are bigger; small appends stay cheap in the cache.
@@ -151,7 +152,11 @@ impl StagingDir {
 
     /// A new, empty staging file for `key` (recorded beside it, so that
     /// data left by a crash can be reported with the key it belongs to).
-    pub fn create(&self, key: &str) -> Result<StagingFile, FsError> {
+    pub fn create(&self, key: &str) -> Result<StagingFile, WriteError> {
+        off_worker(|| self.create_now(key))
+    }
+
+    fn create_now(&self, key: &str) -> Result<StagingFile, WriteError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.path.join(format!("{n:08}"));
         let mut sidecar = OpenOptions::new()
@@ -201,10 +206,13 @@ pub fn key_sidecar(data: &Path) -> PathBuf {
     data.with_extension("key")
 }
 
-/// Map an I/O error to an errno, keeping ENOSPC and EDQUOT as they are.
-pub fn io_error(what: &str, path: &Path, e: io::Error) -> FsError {
-    let errno = e.raw_os_error().unwrap_or(libc::EIO);
-    FsError::new(errno, format!("{what} ({}): {e}", path.display()))
+/// A staging disk failure, with what was being done and where.
+pub fn io_error(what: &'static str, path: &Path, source: io::Error) -> WriteError {
+    WriteError::Staging {
+        what,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// One staging file. Cheap to clone (the descriptor is shared), so part
@@ -226,9 +234,8 @@ struct Direct {
 }
 
 impl StagingFile {
-    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), FsError> {
-        self.file
-            .write_all_at(data, offset)
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), WriteError> {
+        off_worker(|| self.file.write_all_at(data, offset))
             .map_err(|e| io_error("cannot write the staging file", &self.path, e))
     }
 
@@ -238,7 +245,7 @@ impl StagingFile {
     /// through the page cache for small ones (a direct write waits for the
     /// disk, a cached one does not), unaligned ones, or if the filesystem
     /// refuses this alignment (EINVAL).
-    pub fn write_part_at(&self, offset: u64, data: &[u8]) -> Result<(), FsError> {
+    pub fn write_part_at(&self, offset: u64, data: &[u8]) -> Result<(), WriteError> {
         let align = DIRECT_ALIGN as u64;
         let aligned = data.len() >= DIRECT_MIN
             && offset % align == 0
@@ -249,7 +256,7 @@ impl StagingFile {
         });
         if let Some(direct) = direct {
             let started = Instant::now();
-            match direct.file.write_all_at(data, offset) {
+            match off_worker(|| direct.file.write_all_at(data, offset)) {
                 Ok(()) => {
                     direct.disk.record(data.len(), started.elapsed());
                     return Ok(());
@@ -264,14 +271,14 @@ impl StagingFile {
     }
 
     /// Read exactly `len` bytes at `offset` (holes read as zeros).
-    pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, FsError> {
+    pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, WriteError> {
         let mut buf = vec![0u8; len];
         self.read_into(offset, &mut buf)?;
         Ok(buf)
     }
 
     /// Fill `buf` with the bytes at `offset` (beyond the end: zeros).
-    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), FsError> {
+    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), WriteError> {
         let mut done = 0;
         while done < buf.len() {
             match self.file.read_at(&mut buf[done..], offset + done as u64) {
@@ -287,21 +294,21 @@ impl StagingFile {
         Ok(())
     }
 
-    pub fn set_len(&self, len: u64) -> Result<(), FsError> {
-        self.file
-            .set_len(len)
+    pub fn set_len(&self, len: u64) -> Result<(), WriteError> {
+        off_worker(|| self.file.set_len(len))
             .map_err(|e| io_error("cannot resize the staging file", &self.path, e))
     }
 
-    pub fn sync(&self) -> Result<(), FsError> {
-        self.file
-            .sync_data()
+    pub fn sync(&self) -> Result<(), WriteError> {
+        off_worker(|| self.file.sync_data())
             .map_err(|e| io_error("cannot sync the staging file", &self.path, e))
     }
 
     pub fn remove(&self) {
-        let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_file(key_sidecar(&self.path));
+        off_worker(|| {
+            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_file(key_sidecar(&self.path));
+        })
     }
 }
 

@@ -31,6 +31,7 @@
 
 mod staged;
 mod stream;
+mod view;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -39,11 +40,13 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::context::WriteContext;
+use super::error::{WriteError, WriteResult};
 use super::ranges::RangeSet;
 use super::staging::StagingFile;
-use crate::fs::error::{FsError, FsResult};
-use crate::s3::{CopySource, GetRequest, PutObjectOutput, PutOptions};
+use crate::s3::{CopySource, PutObjectOutput, PutOptions};
 use stream::Stream;
+pub use view::ReadAccess;
+use view::ReadView;
 
 /// The object version a dirty file's unchanged bytes come from. Every
 /// read and server-side copy of them names this version (by version id
@@ -65,7 +68,7 @@ impl BaseObject {
 }
 
 pub struct DirtyFile {
-    pub key: String,
+    key: String,
     staging: StagingFile,
     pub size: u64,
     base: Option<BaseObject>,
@@ -92,6 +95,8 @@ pub struct DirtyFile {
     /// an fsync stores it. A new file is still stored at its first flush,
     /// so that it exists for others as soon as `close` returns.
     pub awaiting_first_write: bool,
+    /// What reads see, published at every change (see `view.rs`).
+    reads: ReadAccess,
 }
 
 pub fn mtime_value(t: SystemTime) -> String {
@@ -110,10 +115,17 @@ impl DirtyFile {
         key: String,
         base: Option<BaseObject>,
         metadata: BTreeMap<String, String>,
-    ) -> FsResult<Self> {
+    ) -> WriteResult<Self> {
         let staging = ctx.staging.create(&key)?;
         let size = base.as_ref().map_or(0, |b| b.size);
         let stream = base.is_none().then(Stream::new);
+        let reads = ReadAccess::new(ReadView {
+            key: key.clone(),
+            staging: staging.clone(),
+            size,
+            base: base.clone(),
+            written: RangeSet::new(),
+        });
         Ok(DirtyFile {
             key,
             staging,
@@ -128,7 +140,39 @@ impl DirtyFile {
             open_handles: 0,
             exclusive: false,
             awaiting_first_write: false,
+            reads,
         })
+    }
+
+    /// Reads of the file that need not wait for its lock.
+    pub fn reads(&self) -> ReadAccess {
+        self.reads.clone()
+    }
+
+    fn view_now(&self) -> ReadView {
+        ReadView {
+            key: self.key.clone(),
+            staging: self.staging.clone(),
+            size: self.size,
+            base: self.base.clone(),
+            written: self.written.clone(),
+        }
+    }
+
+    /// Let reads see the file as it is now.
+    fn publish_view(&self) {
+        self.reads.publish(self.view_now());
+    }
+
+    /// The key the file is saved to.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The file moved to another key (rename).
+    pub fn set_key(&mut self, key: String) {
+        self.key = key;
+        self.publish_view();
     }
 
     pub fn staging_path(&self) -> &std::path::Path {
@@ -143,7 +187,12 @@ impl DirtyFile {
 
     /// Write `data` at `offset`; returns how many bytes were written (all
     /// unless the staging disk failed part-way).
-    pub async fn write(&mut self, ctx: &WriteContext, offset: u64, data: &[u8]) -> FsResult<usize> {
+    pub async fn write(
+        &mut self,
+        ctx: &WriteContext,
+        offset: u64,
+        data: &[u8],
+    ) -> WriteResult<usize> {
         if self.stream.as_ref().is_some_and(|s| offset < s.frontier) {
             self.abandon_stream(ctx);
         }
@@ -170,6 +219,7 @@ impl DirtyFile {
         self.written.insert(offset..end);
         self.size = self.size.max(end);
         self.touch();
+        self.publish_view();
         self.pump(ctx).await?;
         Ok(done)
     }
@@ -181,7 +231,7 @@ impl DirtyFile {
         self.stream.get_or_insert_with(Stream::new);
     }
 
-    pub fn truncate(&mut self, ctx: &WriteContext, len: u64) -> FsResult<()> {
+    pub fn truncate(&mut self, ctx: &WriteContext, len: u64) -> WriteResult<()> {
         if self.stream.as_ref().is_some_and(|s| len < s.frontier) {
             self.abandon_stream(ctx);
         }
@@ -206,20 +256,22 @@ impl DirtyFile {
         }
         self.size = len;
         self.touch();
+        self.publish_view();
         Ok(())
     }
 
     /// The file's content was replaced server-side by `base` (a copy):
     /// nothing local is left to upload.
-    pub fn adopt(&mut self, ctx: &WriteContext, base: BaseObject) -> FsResult<()> {
+    pub async fn adopt(&mut self, ctx: &WriteContext, base: BaseObject) -> WriteResult<()> {
         self.abandon_stream(ctx);
-        self.staging.set_len(0)?;
         self.size = base.size;
         self.base = Some(base);
         self.written = RangeSet::new();
         self.needs_upload = false;
         self.exclusive = false;
-        Ok(())
+        self.publish_view();
+        let _no_reads = self.reads.emptying().await;
+        self.staging.set_len(0)
     }
 
     /// The base object was copied to a new key (rename): its bytes are
@@ -229,43 +281,12 @@ impl DirtyFile {
             base.etag = etag;
             base.version_id = version_id;
         }
+        self.publish_view();
     }
 
-    /// Read `len` bytes at `offset` as the file is now.
-    pub async fn read(&self, ctx: &WriteContext, offset: u64, len: u32) -> FsResult<Vec<u8>> {
-        let end = (offset + len as u64).min(self.size);
-        if offset >= end {
-            return Ok(Vec::new());
-        }
-        let bytes = self.assemble(ctx, offset..end).await?;
-        Ok(bytes.to_vec())
-    }
-
-    /// The file's bytes in `range`: staged where written, else the base
-    /// object's (fetched), else zeros.
-    async fn assemble(&self, ctx: &WriteContext, range: Range<u64>) -> FsResult<Bytes> {
-        let mut out = Vec::with_capacity((range.end - range.start) as usize);
-        for (piece, staged) in self.written.split(range) {
-            if staged {
-                out.extend_from_slice(&read_staged(&self.staging, piece).await?);
-                continue;
-            }
-            let base_end = self.base.as_ref().map_or(0, |b| b.size).min(piece.end);
-            if piece.start < base_end {
-                let base = self.base.as_ref();
-                let request = GetRequest {
-                    range: Some(piece.start..base_end),
-                    version_id: base.and_then(|b| b.version_id.clone()),
-                    if_match: base.map(|b| b.etag.clone()).filter(|e| !e.is_empty()),
-                    ..Default::default()
-                };
-                let (_, data) = ctx.store.get_object_bytes(&self.key, request).await?;
-                out.extend_from_slice(&data);
-            }
-            let zeros = piece.end - base_end.max(piece.start);
-            out.resize(out.len() + zeros as usize, 0);
-        }
-        Ok(Bytes::from(out))
+    /// The file's bytes in `range` as it is now.
+    async fn assemble(&self, ctx: &WriteContext, range: Range<u64>) -> WriteResult<Bytes> {
+        self.view_now().assemble(ctx, range).await
     }
 
     /// The bytes of a part to upload, with the permit that pays for their
@@ -275,7 +296,7 @@ impl DirtyFile {
         &self,
         ctx: &WriteContext,
         range: Range<u64>,
-    ) -> FsResult<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>)> {
+    ) -> WriteResult<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>)> {
         match &self.tail {
             Some((start, bytes))
                 if *start == range.start && start + bytes.len() as u64 == range.end =>
@@ -301,7 +322,7 @@ impl DirtyFile {
     /// Upload the file if it changed: the flush/fsync/close path. On
     /// failure nothing is dropped: the staging file and state stay, and the
     /// next flush tries again.
-    pub async fn upload(&mut self, ctx: &WriteContext) -> FsResult<Option<PutObjectOutput>> {
+    pub async fn upload(&mut self, ctx: &WriteContext) -> WriteResult<Option<PutObjectOutput>> {
         if !self.needs_upload || self.unlinked {
             return Ok(None);
         }
@@ -336,7 +357,10 @@ impl DirtyFile {
                 self.needs_upload = false;
                 self.exclusive = false;
                 self.awaiting_first_write = false;
-                // The bytes are in the bucket now; free the disk.
+                // The bytes are in the bucket now: reads go there, and
+                // the disk is freed once no read is using it.
+                self.publish_view();
+                let _no_reads = self.reads.emptying().await;
                 let _ = self.staging.set_len(0);
                 Ok(Some(out))
             }
@@ -344,6 +368,7 @@ impl DirtyFile {
                 self.abandon_stream(ctx);
                 if self.size == 0 {
                     self.new_again();
+                    self.publish_view();
                 }
                 // Until now the staged bytes only needed to outlive this
                 // process, which the page cache does; from here they are
@@ -352,7 +377,7 @@ impl DirtyFile {
                 if let Err(sync) = self.staging.sync() {
                     tracing::error!("{sync}");
                 }
-                if self.base.is_some() && matches!(e.errno, libc::ESTALE | libc::ENOENT) {
+                if self.base.is_some() && e.is_base_gone() {
                     tracing::error!(
                         "upload of {} failed: {e}; the object it was opened from was replaced or removed in the bucket, and that version, which its unchanged bytes come from, is gone (the bucket keeps no versions); the bytes written here are kept in {} (the ranges not written are holes)",
                         self.key,
@@ -385,12 +410,12 @@ impl DirtyFile {
 }
 
 /// Read a range of a staging file off the async workers.
-async fn read_staged(staging: &StagingFile, range: Range<u64>) -> FsResult<Bytes> {
+async fn read_staged(staging: &StagingFile, range: Range<u64>) -> WriteResult<Bytes> {
     let staging = staging.clone();
     tokio::task::spawn_blocking(move || {
         staging.read_at(range.start, (range.end - range.start) as usize)
     })
     .await
-    .map_err(|e| FsError::new(libc::EIO, format!("staging read task failed: {e}")))?
+    .map_err(|e| WriteError::Internal(format!("staging read task failed: {e}")))?
     .map(Bytes::from)
 }

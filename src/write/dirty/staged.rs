@@ -11,20 +11,20 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
 use super::super::context::WriteContext;
+use super::super::error::{WriteError, WriteResult};
 use super::super::layout::MIN_PART;
 use super::{BaseObject, DirtyFile};
-use crate::fs::error::{FsError, FsResult};
 use crate::s3::PutObjectOutput;
 
 /// Parts uploaded at once by one flush.
 const PARTS_IN_FLIGHT: usize = 4;
 
 impl DirtyFile {
-    pub(super) async fn upload_staged(&self, ctx: &WriteContext) -> FsResult<PutObjectOutput> {
+    pub(super) async fn upload_staged(&self, ctx: &WriteContext) -> WriteResult<PutObjectOutput> {
         let parts = ctx
             .layout
             .parts(self.size)
-            .ok_or_else(|| FsError::new(libc::EFBIG, "file too large for 10,000 parts"))?;
+            .ok_or(WriteError::TooLarge("file too large for 10,000 parts"))?;
         if parts.len() == 1 {
             let (body, _permit) = self.part_body(ctx, 0..self.size).await?;
             return match ctx
@@ -48,7 +48,7 @@ impl DirtyFile {
                     let number = index as u32 + 1;
                     if let Some(base) = self.copyable(&range, index == last) {
                         let source = base.source(&self.key);
-                        return Ok::<_, FsError>(
+                        return Ok::<_, WriteError>(
                             ctx.store
                                 .upload_part_copy(&self.key, &upload_id, number, &source, range)
                                 .await?,
@@ -69,7 +69,7 @@ impl DirtyFile {
             Ok(parts) => ctx
                 .finish_upload(&self.key, &upload_id, &parts)
                 .await
-                .map_err(FsError::from),
+                .map_err(WriteError::from),
             Err(e) => Err(e),
         };
         if completed.is_err() {
@@ -86,7 +86,7 @@ impl DirtyFile {
         &self,
         ctx: &WriteContext,
         body: &Bytes,
-    ) -> FsResult<PutObjectOutput> {
+    ) -> WriteResult<PutObjectOutput> {
         let there = ctx.store.head_object(&self.key, None).await?;
         if there.etag == crate::s3::hex_digest(&Md5::digest(body)) {
             tracing::info!(
@@ -98,10 +98,9 @@ impl DirtyFile {
                 version_id: there.version_id,
             });
         }
-        Err(FsError::new(
-            libc::EEXIST,
-            format!("{} was created elsewhere meanwhile (O_EXCL)", self.key),
-        ))
+        Err(WriteError::NameTaken {
+            key: self.key.clone(),
+        })
     }
 
     /// The base object a part can be copied from server-side: none of its

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::super::context::WriteContext;
+use super::super::error::{WriteError, WriteResult};
 use super::super::part_pool::PartBuf;
 use super::super::staging::{StagingFile, DIRECT_MIN};
 use super::{read_staged, DirtyFile};
-use crate::fs::error::{FsError, FsResult};
 use crate::s3::{
     CompletedPart, CopySource, MetadataDirective, PutObjectOutput, PutOptions, UploadId,
 };
@@ -23,7 +23,7 @@ pub(super) struct Stream {
     pub(super) next_index: u64,
     /// Bytes before this are handed to part uploads.
     pub(super) frontier: u64,
-    pub(super) tasks: Vec<JoinHandle<FsResult<CompletedPart>>>,
+    pub(super) tasks: Vec<JoinHandle<WriteResult<CompletedPart>>>,
     /// The part being written, kept in memory for its upload: the bytes
     /// from `frontier` on (the staging file has them too).
     pub(super) fill: Option<PartBuf>,
@@ -77,7 +77,7 @@ impl DirtyFile {
         ctx: &WriteContext,
         offset: u64,
         data: &[u8],
-    ) -> FsResult<usize> {
+    ) -> WriteResult<usize> {
         let mut done = 0;
         while done < data.len() {
             let at = offset + done as u64;
@@ -179,7 +179,7 @@ impl DirtyFile {
 
     /// Start uploads of every whole part the written prefix now covers
     /// (a file streaming from its staging file).
-    pub(super) async fn pump(&mut self, ctx: &WriteContext) -> FsResult<()> {
+    pub(super) async fn pump(&mut self, ctx: &WriteContext) -> WriteResult<()> {
         loop {
             let Some(stream) = self.stream.as_ref() else {
                 return Ok(());
@@ -234,7 +234,10 @@ impl DirtyFile {
         }));
     }
 
-    pub(super) async fn finish_stream(&mut self, ctx: &WriteContext) -> FsResult<PutObjectOutput> {
+    pub(super) async fn finish_stream(
+        &mut self,
+        ctx: &WriteContext,
+    ) -> WriteResult<PutObjectOutput> {
         let Some(stream) = self.stream.take() else {
             return self.upload_staged(ctx).await;
         };
@@ -260,7 +263,7 @@ impl DirtyFile {
         &self,
         ctx: &WriteContext,
         stored: &PutObjectOutput,
-    ) -> FsResult<PutObjectOutput> {
+    ) -> WriteResult<PutObjectOutput> {
         let options = PutOptions {
             user_metadata: self.metadata.clone(),
             ..Default::default()
@@ -286,16 +289,15 @@ impl DirtyFile {
         ctx: &WriteContext,
         mut stream: Stream,
         upload_id: &UploadId,
-    ) -> FsResult<PutObjectOutput> {
+    ) -> WriteResult<PutObjectOutput> {
         let mut parts = Vec::new();
         let mut tasks = std::mem::take(&mut stream.tasks);
         for i in 0..tasks.len() {
             let part = match (&mut tasks[i]).await {
                 Ok(result) => result,
-                Err(e) => Err(FsError::new(
-                    libc::EIO,
-                    format!("part upload task failed: {e}"),
-                )),
+                Err(e) => Err(WriteError::Internal(format!(
+                    "part upload task failed: {e}"
+                ))),
             };
             match part {
                 Ok(part) => parts.push(part),
@@ -357,11 +359,11 @@ async fn read_staged_into(
     staging: StagingFile,
     range: Range<u64>,
     mut buf: PartBuf,
-) -> FsResult<Bytes> {
+) -> WriteResult<Bytes> {
     tokio::task::spawn_blocking(move || {
         staging.read_into(range.start, buf.space((range.end - range.start) as usize))?;
         Ok(buf.freeze())
     })
     .await
-    .map_err(|e| FsError::new(libc::EIO, format!("staging read task failed: {e}")))?
+    .map_err(|e| WriteError::Internal(format!("staging read task failed: {e}")))?
 }
