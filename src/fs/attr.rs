@@ -36,6 +36,19 @@ impl Kind {
             _ => return None,
         })
     }
+
+    /// The `S_IFMT` bits of this kind, which every stored mode carries.
+    pub fn type_bits(self) -> u32 {
+        match self {
+            Kind::File => libc::S_IFREG,
+            Kind::Dir => libc::S_IFDIR,
+            Kind::Symlink => libc::S_IFLNK,
+            Kind::Fifo => libc::S_IFIFO,
+            Kind::Socket => libc::S_IFSOCK,
+            Kind::CharDevice => libc::S_IFCHR,
+            Kind::BlockDevice => libc::S_IFBLK,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +61,19 @@ pub struct Attr {
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
+    /// An access time set explicitly (`touch -a`, `utimensat`, `cp -p`),
+    /// kept in `x-amz-meta-atime` as s3fs does. Reads never change it (that
+    /// would cost a request per read); without one, the mtime is shown.
+    pub atime: Option<SystemTime>,
+    /// Device number of a device node (`x-amz-meta-rdev`), else 0.
+    pub rdev: u32,
+}
+
+impl Attr {
+    /// The access time to show.
+    pub fn atime(&self) -> SystemTime {
+        self.atime.unwrap_or(self.mtime)
+    }
 }
 
 /// The ownership and modes used where an object carries none.
@@ -97,6 +123,8 @@ impl AttrDefaults {
             perm: self.file_perm,
             uid: self.uid,
             gid: self.gid,
+            atime: None,
+            rdev: 0,
         };
         if let Some(meta) = metadata {
             self.apply_metadata(&mut attr, meta);
@@ -116,6 +144,8 @@ impl AttrDefaults {
             perm: self.dir_perm,
             uid: self.uid,
             gid: self.gid,
+            atime: None,
+            rdev: 0,
         };
         if let Some((_, Some(meta))) = marker {
             self.apply_metadata(&mut attr, meta);
@@ -142,6 +172,12 @@ impl AttrDefaults {
         }
         if let Some(ctime) = meta.get("ctime").and_then(|v| parse_time(v)) {
             attr.ctime = ctime;
+        }
+        if let Some(atime) = meta.get("atime").and_then(|v| parse_time(v)) {
+            attr.atime = Some(atime);
+        }
+        if let Some(rdev) = meta.get("rdev").and_then(|v| v.trim().parse().ok()) {
+            attr.rdev = rdev;
         }
     }
 }

@@ -36,6 +36,10 @@ pub struct Inode {
     pub etag: Option<Arc<str>>,
     /// ETag the last open saw; the kernel's page cache holds that version.
     pub cached_etag: Option<Arc<str>>,
+    /// Removed by unlink while the kernel still holds it (an open file):
+    /// no longer found by its path, its attributes are the last known,
+    /// with no link (`fstat` shows `nlink` 0).
+    pub unlinked: bool,
     lookups: u64,
 }
 
@@ -92,6 +96,7 @@ impl InodeTable {
             valid_until: Instant::now(),
             etag: None,
             cached_etag: None,
+            unlinked: false,
             // The root is never forgotten.
             lookups: 1,
         };
@@ -147,6 +152,7 @@ impl InodeTable {
             valid_until,
             etag,
             cached_etag: None,
+            unlinked: false,
             lookups: u64::from(lookup),
         };
         table.by_ino.insert(ino, inode.clone());
@@ -209,6 +215,17 @@ impl InodeTable {
         }
     }
 
+    /// `path` was removed: its inode, which the kernel may still hold for an
+    /// open file, is no longer found by path and counts no link.
+    pub fn unlinked(&self, path: &str) {
+        let mut table = self.lock();
+        if let Some(ino) = table.by_path.remove(path) {
+            if let Some(inode) = table.by_ino.get_mut(&ino) {
+                inode.unlinked = true;
+            }
+        }
+    }
+
     /// The kernel dropped `n` references; forget the inode at zero.
     pub fn forget(&self, ino: Ino, n: u64) {
         if ino == ROOT_INO {
@@ -252,6 +269,8 @@ mod tests {
             perm: 0o644,
             uid: 0,
             gid: 0,
+            atime: None,
+            rdev: 0,
         }
     }
 

@@ -170,6 +170,8 @@ mod tests {
             perm,
             uid: 0,
             gid: 0,
+            atime: None,
+            rdev: 0,
         }
     }
 

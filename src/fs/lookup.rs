@@ -666,6 +666,10 @@ impl Fs {
                 })
                 .ok_or_else(FsError::not_found);
         }
+        if inode.unlinked {
+            // Open here, gone from the bucket: what it was.
+            return Ok(inode);
+        }
         if let Some(attr) = self.local_attr(&inode.path) {
             return self
                 .inodes

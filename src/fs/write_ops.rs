@@ -19,6 +19,7 @@ use super::error::{FsError, FsResult};
 use super::file::Opened;
 use super::inode::{Ino, Inode};
 use super::lookup::Listed;
+use super::names::KEY_MAX;
 use super::{DirtyCell, Fs, Handle, LocalFile, SharedDirty};
 use crate::s3::{CopySource, MetadataDirective, ObjectMeta, PutOptions};
 use crate::write::{mtime_value, BaseObject, DirtyFile, WriteContext};
@@ -31,6 +32,7 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     pub size: Option<u64>,
     pub mtime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
 }
 
 /// Who is asking (from the FUSE request).
@@ -442,6 +444,7 @@ impl Fs {
             && change.uid.is_none()
             && change.gid.is_none()
             && change.mtime.is_none()
+            && change.atime.is_none()
         {
             return Ok(inode);
         }
@@ -527,10 +530,10 @@ impl Fs {
             _ => {
                 let key = self.key(&inode.path);
                 self.known.forget(&key);
-                let type_bits = match inode.attr.kind {
-                    Kind::Symlink => libc::S_IFLNK,
-                    _ => libc::S_IFREG,
-                };
+                // A FIFO, socket or device node keeps its type: a changed
+                // type makes the kernel fail every later call on the inode
+                // with EIO.
+                let type_bits = inode.attr.kind.type_bits();
                 let restamp = |meta: &ObjectMeta| {
                     let mut metadata = meta.user_metadata.clone();
                     metadata
@@ -620,6 +623,14 @@ impl Fs {
             return Err(FsError::new(libc::EEXIST, "file exists"));
         }
         let key = format!("{}{key_suffix}", self.key(&path));
+        if key.len() > KEY_MAX {
+            // A directory's marker is its path and a `/`: one byte longer
+            // than the path checked above.
+            return Err(FsError::new(
+                libc::ENAMETOOLONG,
+                "path longer than the 1024-byte S3 key limit",
+            ));
+        }
         let size = body.len() as u64;
         let options = PutOptions {
             user_metadata: metadata.clone(),
@@ -746,6 +757,7 @@ impl Fs {
             self.store.delete_object(&self.key(&path), None).await?;
             self.known.forget(&self.key(&path));
         }
+        self.inodes.unlinked(&path);
         self.child_changed(&parent_inode.path, name, None);
         self.touch_dir(&parent_inode.path);
         self.remember_missing(&path);
@@ -958,6 +970,9 @@ fn apply_metadata(metadata: &mut BTreeMap<String, String>, change: &SetAttr, typ
     }
     if let Some(mtime) = change.mtime {
         metadata.insert("mtime".into(), mtime_value(mtime));
+    }
+    if let Some(atime) = change.atime {
+        metadata.insert("atime".into(), mtime_value(atime));
     }
     metadata.insert("ctime".into(), mtime_value(SystemTime::now()));
 }

@@ -58,7 +58,7 @@ fn file_attr(ino: u64, attr: &Attr) -> FileAttr {
         ino: INodeNo(ino),
         size: attr.size,
         blocks: attr.size.div_ceil(512),
-        atime: attr.mtime,
+        atime: attr.atime(),
         mtime: attr.mtime,
         ctime: attr.ctime,
         crtime: attr.mtime,
@@ -67,14 +67,18 @@ fn file_attr(ino: u64, attr: &Attr) -> FileAttr {
         nlink: if attr.kind == Kind::Dir { 2 } else { 1 },
         uid: attr.uid,
         gid: attr.gid,
-        rdev: 0,
+        rdev: attr.rdev,
         blksize: BLKSIZE,
         flags: 0,
     }
 }
 
 fn inode_attr(inode: &Inode) -> FileAttr {
-    file_attr(inode.ino, &inode.attr)
+    let mut attr = file_attr(inode.ino, &inode.attr);
+    if inode.unlinked {
+        attr.nlink = 0;
+    }
+    attr
 }
 
 fn errno(e: &FsError) -> Errno {
@@ -487,7 +491,7 @@ impl fuser::Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -503,6 +507,10 @@ impl fuser::Filesystem for FuseAdapter {
             gid,
             size,
             mtime: mtime.map(|t| match t {
+                TimeOrNow::SpecificTime(t) => t,
+                TimeOrNow::Now => SystemTime::now(),
+            }),
+            atime: atime.map(|t| match t {
                 TimeOrNow::SpecificTime(t) => t,
                 TimeOrNow::Now => SystemTime::now(),
             }),
