@@ -206,3 +206,156 @@ async fn paths_past_the_key_limit_are_enametoolong_at_every_call() {
     })
     .await;
 }
+
+fn run(cmd: &str, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn getfattr(path: &Path, name: &str) -> Result<String, String> {
+    let out = std::process::Command::new("getfattr")
+        .args(["--only-values", "-n", name])
+        .arg(path)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// `user.*` extended attributes are kept in s3fs's format and survive
+/// `cp -a`, `rsync -aX` and a remount; what cannot be kept is refused, never
+/// dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_extended_attributes_are_kept_and_refused_when_they_do_not_fit() {
+    let c = new_bucket("pxxattr").await;
+    let local = tempfile::tempdir().unwrap();
+    let mut mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    let src = local.path().join("src");
+    blocking({
+        let (root, src) = (root.clone(), src.clone());
+        move || {
+            let f = root.join("f");
+            std::fs::write(&f, b"data").unwrap();
+            let fs = f.to_str().unwrap();
+            run(
+                "setfattr",
+                &["-n", "user.origin", "-v", "https://example.com/f", fs],
+            );
+            run("setfattr", &["-n", "user.sum", "-v", "0x00ff10", fs]);
+            assert_eq!(
+                getfattr(&f, "user.origin").unwrap(),
+                "https://example.com/f"
+            );
+            let listed = run("getfattr", &["-d", "-m", "-", fs]);
+            let listed = String::from_utf8_lossy(&listed.stdout);
+            assert!(
+                listed.contains("user.origin") && listed.contains("user.sum"),
+                "{listed}"
+            );
+            // Removal, and the errnos of what is absent or refused.
+            run("setfattr", &["-x", "user.sum", fs]);
+            assert!(getfattr(&f, "user.sum")
+                .unwrap_err()
+                .contains("No such attribute"));
+            let trusted = std::process::Command::new("setfattr")
+                .args(["-n", "trusted.x", "-v", "1", fs])
+                .output()
+                .unwrap();
+            assert!(!trusted.status.success());
+            assert!(
+                String::from_utf8_lossy(&trusted.stderr).contains("Operation not supported"),
+                "{}",
+                String::from_utf8_lossy(&trusted.stderr)
+            );
+            // More than the object's 2 KiB of metadata: ENOSPC, and what
+            // was there stays.
+            let big = "x".repeat(2100);
+            let refused = std::process::Command::new("setfattr")
+                .args(["-n", "user.big", "-v", &big, fs])
+                .output()
+                .unwrap();
+            assert!(!refused.status.success());
+            assert!(
+                String::from_utf8_lossy(&refused.stderr).contains("No space left"),
+                "{}",
+                String::from_utf8_lossy(&refused.stderr)
+            );
+            assert_eq!(
+                getfattr(&f, "user.origin").unwrap(),
+                "https://example.com/f"
+            );
+            // On a directory, and on a file written and not yet closed.
+            let d = root.join("d");
+            std::fs::create_dir(&d).unwrap();
+            run(
+                "setfattr",
+                &["-n", "user.tag", "-v", "dir", d.to_str().unwrap()],
+            );
+            // From a local tree with attributes: cp -a and rsync -aX in.
+            std::fs::create_dir(&src).unwrap();
+            std::fs::write(src.join("a"), b"a").unwrap();
+            run(
+                "setfattr",
+                &[
+                    "-n",
+                    "user.color",
+                    "-v",
+                    "red",
+                    src.join("a").to_str().unwrap(),
+                ],
+            );
+            run(
+                "cp",
+                &[
+                    "-a",
+                    src.to_str().unwrap(),
+                    root.join("cp").to_str().unwrap(),
+                ],
+            );
+            let rsync_dst = format!("{}/", root.join("rs").display());
+            run(
+                "rsync",
+                &["-aX", &format!("{}/", src.display()), &rsync_dst],
+            );
+        }
+    })
+    .await;
+    // s3fs's header, as s3fs writes it.
+    let head = c.head_object("f", None).await.unwrap();
+    let header = head.user_metadata.get("xattr").expect("x-amz-meta-xattr");
+    assert!(header.starts_with("%7B%22user.origin%22"), "{header}");
+    assert!(mount.unmount().success());
+    let again = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = again.path.clone();
+    blocking(move || {
+        assert_eq!(
+            getfattr(&root.join("f"), "user.origin").unwrap(),
+            "https://example.com/f"
+        );
+        assert!(getfattr(&root.join("f"), "user.sum").is_err());
+        assert_eq!(getfattr(&root.join("d"), "user.tag").unwrap(), "dir");
+        assert_eq!(getfattr(&root.join("cp/a"), "user.color").unwrap(), "red");
+        assert_eq!(getfattr(&root.join("rs/a"), "user.color").unwrap(), "red");
+        // And back out: cp -a from the mount keeps them.
+        let out = local.path().join("out");
+        run(
+            "cp",
+            &[
+                "-a",
+                root.join("cp").to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(getfattr(&out.join("a"), "user.color").unwrap(), "red");
+    })
+    .await;
+}

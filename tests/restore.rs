@@ -55,10 +55,15 @@ async fn a_subtree_to_an_instant_and_a_file_to_a_version() {
     put("other.txt", "o1").await;
     // Some servers keep whole seconds: leave one between the two states.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let history = c.list_all_versions("docs/a.txt").await.unwrap();
-    let instant =
-        humantime::format_rfc3339_millis(history[0].last_modified + Duration::from_millis(500))
-            .to_string();
+    // Half a second after the last of the first state's writes (on a busy
+    // machine they may be far apart).
+    let history = c.list_all_versions("").await.unwrap();
+    let last = history
+        .iter()
+        .map(|v| v.last_modified)
+        .max()
+        .expect("the first state's versions");
+    let instant = humantime::format_rfc3339_millis(last + Duration::from_millis(500)).to_string();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let a2 = put("docs/a.txt", "a2").await;
     c.delete_object("docs/sub/b.txt", None).await.unwrap();

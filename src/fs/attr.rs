@@ -67,6 +67,9 @@ pub struct Attr {
     pub atime: Option<SystemTime>,
     /// Device number of a device node (`x-amz-meta-rdev`), else 0.
     pub rdev: u32,
+    /// Extended attributes, when the metadata was read (a HEAD, or this
+    /// mount's own write); `None` when unknown (a listing).
+    pub xattrs: Option<std::sync::Arc<super::xattr::Xattrs>>,
 }
 
 impl Attr {
@@ -125,9 +128,11 @@ impl AttrDefaults {
             gid: self.gid,
             atime: None,
             rdev: 0,
+            xattrs: None,
         };
         if let Some(meta) = metadata {
             self.apply_metadata(&mut attr, meta);
+            attr.xattrs = Some(std::sync::Arc::new(super::xattr::of_metadata(meta)));
         }
         attr
     }
@@ -146,6 +151,7 @@ impl AttrDefaults {
             gid: self.gid,
             atime: None,
             rdev: 0,
+            xattrs: None,
         };
         if let Some((_, Some(meta))) = marker {
             self.apply_metadata(&mut attr, meta);

@@ -271,6 +271,7 @@ mod tests {
             gid: 0,
             atime: None,
             rdev: 0,
+            xattrs: None,
         }
     }
 

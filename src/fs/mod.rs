@@ -23,6 +23,7 @@ mod rename;
 mod stat_ahead;
 mod versions;
 mod write_ops;
+pub mod xattr;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;

@@ -102,7 +102,13 @@ impl Fs {
 
     /// Record what a dirty file looks like now, in the local map and the
     /// inode table.
-    fn publish(&self, ino: Option<Ino>, path: &str, dirty_arc: &SharedDirty, dirty: &DirtyFile) {
+    pub(super) fn publish(
+        &self,
+        ino: Option<Ino>,
+        path: &str,
+        dirty_arc: &SharedDirty,
+        dirty: &DirtyFile,
+    ) {
         let attr = self.attr_of_dirty(dirty);
         self.local_map().insert(
             path.to_owned(),
@@ -489,6 +495,7 @@ impl Fs {
                 || change.uid.is_some()
                 || change.gid.is_some()
                 || change.mtime.is_some()
+                || change.atime.is_some()
             {
                 dirty.metadata_changed();
             }

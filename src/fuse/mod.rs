@@ -73,6 +73,18 @@ fn file_attr(ino: u64, attr: &Attr) -> FileAttr {
     }
 }
 
+/// Answer a getxattr or listxattr: the size when asked for it (`size`
+/// 0), else the bytes, or ERANGE if they do not fit.
+fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(value);
+    }
+}
+
 fn inode_attr(inode: &Inode) -> FileAttr {
     let mut attr = file_attr(inode.ino, &inode.attr);
     if inode.unlinked {
@@ -620,25 +632,65 @@ impl fuser::Filesystem for FuseAdapter {
         );
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        // No extended attributes are kept. ENOSYS (not ENODATA) tells the
-        // kernel so once: it then answers every later getxattr itself with
-        // EOPNOTSUPP, instead of sending one request per file `ls -l` shows
-        // (it asks for the ACL of each) — a third of the time of `ls -l`
-        // of a large directory.
-        reply.error(Errno::from_i32(libc::ENOSYS));
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(name) = name.to_str().filter(|n| n.starts_with("user.")) else {
+            // ACLs (which `ls -l` asks of every file), security labels and
+            // capabilities (asked at writes) are never kept: answered here,
+            // without a task or a request.
+            return reply.error(Errno::from_i32(libc::ENODATA));
+        };
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.rt.spawn(async move {
+            match fs.getxattr(ino.0, &name).await {
+                Ok(value) => reply_xattr(reply, size, &value),
+                Err(e) => reply.error(failed("getxattr", &e)),
+            }
+        });
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        // As getxattr: once, for the whole mount.
-        reply.error(Errno::from_i32(libc::ENOSYS));
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.listxattr(ino.0).await {
+                Ok(names) => reply_xattr(reply, size, &names),
+                Err(e) => reply.error(failed("listxattr", &e)),
+            }
+        });
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let name = match utf8(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let mode = match crate::fs::xattr::SetMode::from_flags(flags) {
+            Ok(mode) => mode,
+            Err(e) => return reply.error(failed("setxattr", &e)),
+        };
+        let (fs, value) = (self.fs.clone(), value.to_vec());
+        self.reply_empty("setxattr", reply, async move {
+            fs.setxattr(ino.0, &name, &value, mode).await
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match utf8(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.reply_empty("removexattr", reply, async move {
+            fs.removexattr(ino.0, &name).await
+        });
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
