@@ -463,43 +463,65 @@ async fn stats_by_name_cost_one_head_each_and_keep_metadata() {
     drop(mount);
 }
 
-/// No extended attributes are kept: every xattr call says "not supported"
-/// (the kernel answers them itself after the first, which keeps `ls -l`
-/// from sending one request per file).
+/// What `ls -l` asks of every file (its ACL) and what the kernel asks at
+/// writes (`security.capability`) are answered at once as absent, with no
+/// request to the bucket; a file without attributes lists none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn extended_attributes_are_not_supported() {
+async fn acl_and_security_queries_cost_no_request() {
     let c = new_bucket("xattr").await;
     put(&c, "a.txt", b"a").await;
     put(&c, "b.txt", b"b").await;
-    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    let mount = Mount::start(c.bucket(), &proxy.url, &[]);
     let root = mount.path.clone();
-    let errors = blocking(move || {
-        let mut errors = Vec::new();
+    // Known first: the HEADs of the stat are not what is counted.
+    blocking({
+        let root = root.clone();
+        move || {
+            for name in ["a.txt", "b.txt"] {
+                std::fs::metadata(root.join(name)).unwrap();
+            }
+        }
+    })
+    .await;
+    let before = proxy.seen().len();
+    let results = blocking(move || {
+        let mut results = Vec::new();
         for name in ["a.txt", "b.txt"] {
             let path = std::ffi::CString::new(root.join(name).to_str().unwrap()).unwrap();
             let mut buf = [0u8; 64];
-            // SAFETY: valid NUL-terminated strings and a buffer of the given size.
-            let got = unsafe {
-                libc::getxattr(
-                    path.as_ptr(),
-                    c"user.test".as_ptr(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            errors.push((got, std::io::Error::last_os_error().raw_os_error()));
+            for attr in [
+                c"system.posix_acl_access",
+                c"security.capability",
+                c"security.selinux",
+            ] {
+                // SAFETY: valid NUL-terminated strings and a buffer of the given size.
+                let got = unsafe {
+                    libc::getxattr(
+                        path.as_ptr(),
+                        attr.as_ptr(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                    )
+                };
+                results.push((got, std::io::Error::last_os_error().raw_os_error()));
+            }
             // SAFETY: as above.
             let listed =
                 unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-            errors.push((listed, std::io::Error::last_os_error().raw_os_error()));
+            results.push((listed, Some(0)));
         }
-        errors
+        results
     })
     .await;
-    for (result, errno) in errors {
-        assert_eq!(result, -1);
-        assert_eq!(errno, Some(libc::EOPNOTSUPP));
+    for (i, (result, errno)) in results.into_iter().enumerate() {
+        if i % 4 == 3 {
+            assert_eq!(result, 0, "no attributes listed");
+        } else {
+            assert_eq!((result, errno), (-1, Some(libc::ENODATA)));
+        }
     }
+    assert_eq!(proxy.seen().len(), before, "no request to the bucket");
     // And `ls -l` shows the files as ever.
     let listing = std::process::Command::new("ls")
         .arg("-l")
