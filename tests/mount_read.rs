@@ -206,6 +206,89 @@ async fn ten_thousand_keys_cost_about_ten_list_requests() {
     drop(mount);
 }
 
+/// A walk that stats each file of a directory too big to index, past the
+/// attribute TTL (`du`, or `stat` in a loop, after an `ls -l`), costs a
+/// HEAD per file and no one-key listing: on B2 the listing is the class C
+/// request, ten times the price of the HEAD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_of_known_files_past_the_ttl_cost_no_listing() {
+    const FILES: usize = 1_100; // more than one listing page
+    let c = new_bucket("statwalk").await;
+    let options = PutOptions::default();
+    use futures::StreamExt;
+    let keys: Vec<String> = (0..FILES)
+        .map(|i| format!("big/f-{i:04}"))
+        .chain((0..20).map(|i| format!("small/f-{i:04}")))
+        .collect();
+    let results: Vec<_> = futures::stream::iter(&keys)
+        .map(|k| c.put_object(k, Bytes::from_static(b"x"), &options))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    let mount = Mount::start(c.bucket(), &proxy.url, &[]);
+    let dir = mount.path.join("big");
+    let (ls_lines, _) = ls_and_find(dir.clone()).await;
+    assert_eq!(ls_lines, FILES);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    proxy.clear_seen();
+    blocking(move || {
+        for i in 0..FILES {
+            assert_eq!(
+                std::fs::metadata(dir.join(format!("f-{i:04}")))
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+    })
+    .await;
+    // A listing of `big/f-NNNN/` per file is what is saved; the
+    // directory's own listings (its index, tried again each TTL) remain.
+    let per_file_lists = proxy
+        .seen()
+        .iter()
+        .filter(|r| {
+            r.method == "GET"
+                && r.path_and_query.contains("list-type=2")
+                && r.path_and_query.contains("%2Ff-")
+        })
+        .count();
+    let lists = proxy.count("GET", "list-type=2");
+    let heads = proxy.count("HEAD", "/big/f-");
+    assert_eq!(
+        per_file_lists, 0,
+        "one-key listings for {FILES} stats of known files"
+    );
+    assert!(lists <= FILES / 20, "{lists} listings for {FILES} stats");
+    assert!(heads <= FILES, "{heads} HEADs for {FILES} stats");
+    // A directory that lists in one page is indexed by name: its files'
+    // versions are known from the `ls -l`, so the stats cost no HEAD.
+    let small = mount.path.join("small");
+    let (ls_lines, _) = ls_and_find(small.clone()).await;
+    assert_eq!(ls_lines, 20);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    proxy.clear_seen();
+    blocking(move || {
+        for i in 0..20 {
+            assert_eq!(
+                std::fs::metadata(small.join(format!("f-{i:04}")))
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+    })
+    .await;
+    // The first lookup is a HEAD; the second fetches the index.
+    let heads = proxy.count("HEAD", "/small/f-");
+    assert!(
+        heads <= 1,
+        "{heads} HEADs of 20 files whose listed versions are known"
+    );
+}
+
 /// Files `ls -l` and `find -type f` show in `dir`.
 async fn ls_and_find(dir: std::path::PathBuf) -> (usize, usize) {
     blocking(move || {

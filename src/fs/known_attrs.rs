@@ -121,6 +121,11 @@ impl KnownAttrs {
         }
     }
 
+    /// Whether `key` was last known as a file (some version of it).
+    pub(crate) fn is_file(&self, key: &str) -> bool {
+        self.lock().peek(key).is_some_and(|k| k.until.is_none())
+    }
+
     /// A directory's attributes (from its marker object, or the defaults
     /// where it has none), trusted until `until`. `marker_key` ends in `/`.
     pub(crate) fn learn_dir(&self, marker_key: &str, attr: Attr, until: Instant) {

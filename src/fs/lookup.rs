@@ -441,6 +441,21 @@ impl Fs {
         if listing.is_none() {
             listing = self.name_index(dir_path).await?;
         }
+        // The index is fresh: a file version whose metadata this mount
+        // knows needs no HEAD (a `du` or `stat` walk after an `ls -l`).
+        let known = match listing.as_ref().and_then(|l| l.entries.get(name)) {
+            Some(Listed::File { size, mtime, etag }) => self
+                .known
+                .file(&self.key(&path), etag, *size, *mtime)
+                .map(|attr| Resolved {
+                    attr,
+                    etag: Some(etag.clone()),
+                }),
+            _ => None,
+        };
+        if known.is_some() {
+            return Ok(known);
+        }
         let resolved = match listing.as_ref().map(|l| l.entries.get(name)) {
             // The directory's names are known: a missing one costs nothing,
             // a file one HEAD for its metadata.
@@ -566,9 +581,25 @@ impl Fs {
         }
     }
 
-    /// HEAD `key` and list `key/` together.
+    /// HEAD `key` and list `key/` together; a key known as a file is
+    /// HEADed alone.
     async fn resolve_remote(&self, path: &str) -> FsResult<Option<Resolved>> {
         let key = self.key(path);
+        if self.known.is_file(&key) {
+            // Known as a file from a listing or a HEAD of this mount: the
+            // one-key listing that would find a directory of the same name
+            // doubles the requests of every walk past the attribute TTL
+            // (`du`, `stat` of each file of a directory too big to index),
+            // and on B2 costs ten times the HEAD. A directory another client
+            // makes under a known file's name shows at the next listing of
+            // the parent instead.
+            match self.store.head_object(&key, None).await {
+                Ok(meta) => return Ok(Some(self.head_resolved(&key, meta))),
+                // Gone, or a directory now: ask both.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let dir_request = ListRequest {
             prefix: format!("{key}/"),
             max_keys: Some(1),
