@@ -380,7 +380,7 @@ impl Fs {
         match negative.get(path) {
             Some(until) if *until > Instant::now() => true,
             Some(_) => {
-                negative.remove(path);
+                negative.pop(path);
                 false
             }
             None => false,
@@ -391,16 +391,9 @@ impl Fs {
         if self.config.negative_ttl.is_zero() {
             return;
         }
-        let mut negative = self.negative.lock();
-        // Keep the map bounded: drop expired entries when it grows.
-        if negative.len() >= 10_000 {
-            let now = Instant::now();
-            negative.retain(|_, until| *until > now);
-            if negative.len() >= 10_000 {
-                negative.clear();
-            }
-        }
-        negative.insert(path.to_owned(), Instant::now() + self.config.negative_ttl);
+        self.negative
+            .lock()
+            .put(path.to_owned(), Instant::now() + self.config.negative_ttl);
     }
 
     /// Find what `name` in directory `dir_path` is, asking S3 only when no

@@ -78,6 +78,24 @@ const LISTING_CACHE_DIRS: usize = 64;
 /// Directories whose recent uncached lookups are remembered.
 const COLD_DIRS: usize = 1024;
 
+/// Names known missing at once (each lives `negative_ttl`).
+const NEGATIVE_ENTRIES: usize = 10_000;
+
+/// Directories whose last change through this mount is remembered.
+const DIR_TIMES: usize = 100_000;
+
+/// Paths under `.versions` whose meaning is remembered.
+const VNODES: usize = 100_000;
+
+/// History listings kept at once (each lives `metadata_ttl`).
+const VERSION_LISTINGS: usize = 256;
+
+/// Every cache here is bounded by entries and lets the least recently used
+/// go, so a big walk never wipes a whole map (and repays it in requests).
+fn lru<K: std::hash::Hash + Eq, V>(entries: usize) -> LruCache<K, V> {
+    LruCache::new(NonZeroUsize::new(entries).unwrap_or(NonZeroUsize::MIN))
+}
+
 type SharedDirty = Arc<DirtyCell>;
 
 /// A dirty file behind its lock (held by writes and through a whole
@@ -140,7 +158,7 @@ pub struct Fs {
     /// `lookup::name_index`).
     cold_dirs: Mutex<LruCache<String, lookup::ColdDir>>,
     /// Paths known not to exist, until the instant given.
-    negative: Mutex<HashMap<String, Instant>>,
+    negative: Mutex<LruCache<String, Instant>>,
     /// HEADs started ahead of a walk through a directory's files.
     stat_ahead: stat_ahead::StatAhead,
     /// Metadata known for exact object versions (see `known_attrs`).
@@ -156,11 +174,11 @@ pub struct Fs {
     /// their mtime and ctime as this mount shows them (S3 keeps none for
     /// implicit directories, and rewriting a marker per change would cost a
     /// request per file created).
-    dir_times: Mutex<HashMap<String, std::time::SystemTime>>,
+    dir_times: Mutex<LruCache<String, std::time::SystemTime>>,
     /// What each path under `.versions` names.
-    vnodes: Mutex<HashMap<String, versions::VNode>>,
+    vnodes: Mutex<LruCache<String, versions::VNode>>,
     /// ListObjectVersions results by prefix.
-    version_listings: Mutex<HashMap<String, Arc<versions::VersionListing>>>,
+    version_listings: Mutex<LruCache<String, Arc<versions::VersionListing>>>,
     odd_keys: OddKeyLog,
 }
 
@@ -192,7 +210,7 @@ impl Fs {
             cold_dirs: Mutex::new(LruCache::new(
                 NonZeroUsize::new(COLD_DIRS).unwrap_or(NonZeroUsize::MIN),
             )),
-            negative: Mutex::new(HashMap::new()),
+            negative: Mutex::new(lru(NEGATIVE_ENTRIES)),
             stat_ahead: stat_ahead::StatAhead::new(config.metadata_ttl),
             known: known_attrs::KnownAttrs::new(known_attrs::KNOWN_OBJECTS),
             handles: Mutex::new(HashMap::new()),
@@ -200,9 +218,9 @@ impl Fs {
             read_ctx,
             write_ctx,
             local: Mutex::new(HashMap::new()),
-            dir_times: Mutex::new(HashMap::new()),
-            vnodes: Mutex::new(HashMap::new()),
-            version_listings: Mutex::new(HashMap::new()),
+            dir_times: Mutex::new(lru(DIR_TIMES)),
+            vnodes: Mutex::new(lru(VNODES)),
+            version_listings: Mutex::new(lru(VERSION_LISTINGS)),
             odd_keys: OddKeyLog::default(),
             config,
         })
@@ -240,11 +258,9 @@ impl Fs {
 
     /// Record that entries of `dir_path` changed now.
     pub(crate) fn touch_dir(&self, dir_path: &str) {
-        let mut times = self.dir_times.lock();
-        if times.len() >= 100_000 {
-            times.clear();
-        }
-        times.insert(dir_path.to_owned(), std::time::SystemTime::now());
+        self.dir_times
+            .lock()
+            .put(dir_path.to_owned(), std::time::SystemTime::now());
     }
 
     /// Show a directory's last change through this mount, if later than
@@ -253,7 +269,7 @@ impl Fs {
         if attr.kind != Kind::Dir {
             return;
         }
-        let times = self.dir_times.lock();
+        let mut times = self.dir_times.lock();
         if let Some(t) = times.get(dir_path) {
             if *t > attr.mtime {
                 attr.mtime = *t;

@@ -171,11 +171,7 @@ impl Fs {
     }
 
     fn remember_vnode(&self, path: &str, node: VNode) {
-        let mut vnodes = self.vnodes.lock();
-        if vnodes.len() >= 100_000 {
-            vnodes.clear();
-        }
-        vnodes.insert(path.to_owned(), node);
+        self.vnodes.lock().put(path.to_owned(), node);
     }
 
     /// Drop cached version listings (after any change through the mount).
@@ -234,11 +230,7 @@ impl Fs {
             dirs,
             fetched_at: Instant::now(),
         });
-        let mut cache = self.version_listings.lock();
-        if cache.len() >= 256 {
-            cache.clear();
-        }
-        cache.insert(prefix, listing.clone());
+        self.version_listings.lock().put(prefix, listing.clone());
         Ok(listing)
     }
 

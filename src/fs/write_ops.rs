@@ -517,7 +517,7 @@ impl Fs {
                     // A time set explicitly (cp -a, rsync, tar x set it
                     // after filling the directory) wins over the time of
                     // the last change made here.
-                    self.dir_times.lock().remove(inode.path.as_ref());
+                    self.dir_times.lock().pop(inode.path.as_ref());
                 }
                 let mut metadata = match self.store.head_object(&key, None).await {
                     Ok(meta) => meta.user_metadata,
@@ -607,7 +607,7 @@ impl Fs {
     }
 
     pub(crate) fn forget_missing(&self, path: &str) {
-        self.negative.lock().remove(path);
+        self.negative.lock().pop(path);
     }
 
     /// A new object that stands for a node (directory marker, symlink,
