@@ -418,7 +418,6 @@ async fn everyday_tools_work_straight_to_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exclusive_create_loses_to_an_object_made_meanwhile_with_or_without_conditional_puts() {
     use std::io::Write;
-    use std::os::fd::IntoRawFd;
     for refuse in [true, false] {
         let c = new_bucket("excl-race").await;
         let proxy = FaultProxy::start(&server().endpoint).await;
@@ -436,12 +435,7 @@ async fn an_exclusive_create_loses_to_an_object_made_meanwhile_with_or_without_c
         support::put(&c, "lock", b"someone else's").await;
         let closed = blocking(move || {
             f.write_all(b"mine")?;
-            let fd = f.into_raw_fd();
-            // SAFETY: fd was just taken from the File, and is closed once.
-            match unsafe { libc::close(fd) } {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
+            support::close_checked(f)
         })
         .await;
         let err = closed.expect_err("the close must fail: the name was taken meanwhile");

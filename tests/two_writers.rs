@@ -13,21 +13,9 @@ use std::os::unix::fs::FileExt;
 
 use bucketfs::s3::GetRequest;
 use support::mount::Mount;
-use support::{blocking, put, server, sha256, test_data};
+use support::{blocking, close_checked, put, server, sha256, test_data};
 
 const MIB: usize = 1024 * 1024;
-
-/// Close a file and report the close's own error (dropping a `File`
-/// swallows it).
-fn close_checked(f: std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::IntoRawFd;
-    let fd = f.into_raw_fd();
-    // SAFETY: fd was just taken from the File, and is closed once.
-    match unsafe { libc::close(fd) } {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error()),
-    }
-}
 
 /// Issue 14's scenario through the kernel, on a bucket that keeps versions
 /// (as every B2 bucket does): a 20 MiB object's first 8 MiB rewritten

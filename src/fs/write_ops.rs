@@ -519,14 +519,7 @@ impl Fs {
                     // the last change made here.
                     self.dir_times.lock().pop(inode.path.as_ref());
                 }
-                let mut metadata = match self.store.head_object(&key, None).await {
-                    Ok(meta) => meta.user_metadata,
-                    Err(e) if e.is_not_found() => BTreeMap::from([(
-                        "mode".to_owned(),
-                        (libc::S_IFDIR | inode.attr.perm as u32).to_string(),
-                    )]),
-                    Err(e) => return Err(e.into()),
-                };
+                let mut metadata = self.dir_metadata(&inode).await?;
                 apply_metadata(&mut metadata, &change, libc::S_IFDIR);
                 let options = PutOptions {
                     user_metadata: metadata,
@@ -561,6 +554,20 @@ impl Fs {
         self.invalidate_listing(parent_of(&inode.path));
         self.inodes.update(ino, |i| i.valid_until = Instant::now());
         self.getattr(ino).await
+    }
+
+    /// A directory's stored metadata: its marker's, or, for an implicit
+    /// directory (no marker), the mode it shows.
+    pub(super) async fn dir_metadata(&self, inode: &Inode) -> FsResult<BTreeMap<String, String>> {
+        let marker = format!("{}/", self.key(&inode.path));
+        match self.store.head_object(&marker, None).await {
+            Ok(meta) => Ok(meta.user_metadata),
+            Err(e) if e.is_not_found() => Ok(BTreeMap::from([(
+                "mode".to_owned(),
+                (libc::S_IFDIR | inode.attr.perm as u32).to_string(),
+            )])),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Copy the latest version of `from` to `to` server-side, pinned to the

@@ -149,12 +149,7 @@ impl Fs {
             return Ok(of_metadata(&dirty.lock().await.metadata));
         }
         if inode.attr.kind == Kind::Dir {
-            let marker = format!("{}/", self.key(&inode.path));
-            return match self.store.head_object(&marker, None).await {
-                Ok(meta) => Ok(of_metadata(&meta.user_metadata)),
-                Err(e) if e.is_not_found() => Ok(Xattrs::new()),
-                Err(e) => Err(e.into()),
-            };
+            return Ok(of_metadata(&self.dir_metadata(&inode).await?));
         }
         match &inode.attr.xattrs {
             Some(known) => Ok((**known).clone()),
@@ -262,14 +257,7 @@ impl Fs {
         } else if inode.attr.kind == Kind::Dir {
             let key = format!("{}/", self.key(&inode.path));
             self.known.forget(&key);
-            let mut metadata = match self.store.head_object(&key, None).await {
-                Ok(meta) => meta.user_metadata,
-                Err(e) if e.is_not_found() => BTreeMap::from([(
-                    "mode".to_owned(),
-                    (libc::S_IFDIR | inode.attr.perm as u32).to_string(),
-                )]),
-                Err(e) => return Err(e.into()),
-            };
+            let mut metadata = self.dir_metadata(&inode).await?;
             apply(&mut metadata)?;
             let options = PutOptions {
                 user_metadata: metadata,
