@@ -20,6 +20,18 @@ fn run(args: &[&str], env: &[(String, String)]) -> Output {
         .expect("run bucketfs")
 }
 
+/// Unmounts a daemonized mount when dropped, so that a failing test
+/// leaves no mount behind.
+struct UnmountOnDrop(std::path::PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("fusermount3").arg("-u").arg(&self.0).status();
+        }
+    }
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -41,6 +53,7 @@ async fn daemon_returns_once_mounted_and_exits_on_unmount() {
     );
     let mnt_s = mnt.to_str().unwrap().to_owned();
     let out = run(&[c.bucket(), &mnt_s, "-o", &opts], &credential_env());
+    let _guard = UnmountOnDrop(mnt.clone());
     assert!(out.status.success(), "{}", stderr(&out));
     // Live the moment the command returns.
     assert!(is_mounted(&mnt));
