@@ -66,6 +66,13 @@ pub(crate) struct DirPage {
     pub last_key: String,
 }
 
+/// How long a directory found too big to index by name is not listed for
+/// that again. Only the cost of lookups depends on it: a walk through a
+/// big directory (`du`, `stat` of each file) would otherwise list its
+/// first page, a class C request on B2, every `metadata_ttl`. Changes made
+/// through this mount forget it at once.
+const TOO_BIG_REMEMBERED: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What uncached lookups have found out about a directory lately.
 pub(crate) enum ColdDir {
     /// A lookup missed every cache here at this instant.
@@ -308,7 +315,7 @@ impl Fs {
         {
             let mut cold = self.cold_dirs.lock();
             match cold.get(dir_path) {
-                Some(ColdDir::TooBig(at)) if self.fresh(*at) => return Ok(None),
+                Some(ColdDir::TooBig(at)) if at.elapsed() < TOO_BIG_REMEMBERED => return Ok(None),
                 Some(ColdDir::Missed(at)) if self.fresh(*at) => {}
                 _ => {
                     cold.put(dir_path.to_owned(), ColdDir::Missed(Instant::now()));
