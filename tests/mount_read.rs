@@ -263,8 +263,8 @@ async fn stats_of_known_files_past_the_ttl_cost_no_listing() {
         "one-key listings for {FILES} stats of known files"
     );
     // The directory's own: its lookup, once a TTL (1 s) however many files
-    // (a busy machine makes the walk longer), and one try at its index,
-    // which is not listed again while the walk goes on.
+    // (a busy machine makes the walk longer), and a try at its index once a
+    // minute.
     let ttls = started.elapsed().as_secs() as usize + 1;
     assert!(
         lists <= 2 * ttls + 3,
@@ -281,9 +281,10 @@ async fn stats_of_known_files_past_the_ttl_cost_no_listing() {
                 && !r.path_and_query.contains("max-keys=1")
         })
         .count();
+    // One try a minute (a busy machine can make the walk that long).
     assert!(
-        index_pages <= 1,
-        "{index_pages} pages listed to index the directory"
+        index_pages <= 1 + ttls / 60,
+        "{index_pages} pages listed to index the directory in {ttls} s"
     );
     assert!(heads <= FILES, "{heads} HEADs for {FILES} stats");
     // A directory that lists in one page is indexed by name: its files'
