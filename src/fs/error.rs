@@ -39,6 +39,10 @@ impl FsError {
                 | libc::EISDIR
                 | libc::EEXIST
                 | libc::ENOTEMPTY
+                // Refused by design (security.* and ACL attributes that
+                // cp -a and sed -i try to copy, copy_file_range): callers
+                // fall back.
+                | libc::EOPNOTSUPP
         )
     }
 }
