@@ -989,19 +989,18 @@ async fn put(bucket: &MemoryStore, key: &str, data: &[u8]) {
         .expect("the other client's PUT");
 }
 
-/// The scenario of issue 14: a 20 MiB file, its first 8 MiB rewritten
-/// through an open descriptor while another client replaces the object.
-async fn two_writers(versioned: bool) -> (Setup, Result<(), FsError>, Vec<u8>, Vec<u8>) {
-    let s = setup(MemoryStoreConfig {
-        versioned,
-        ..Default::default()
-    });
+/// The scenario of issue 14: a 20 MiB file, its first 10 MiB (two whole
+/// 5 MiB parts) rewritten through an open descriptor while another client
+/// replaces the object: the save's last two parts are server-side copies
+/// alone, with no read of the base that could notice the change.
+async fn two_writers(config: MemoryStoreConfig) -> (Setup, Result<(), FsError>, Vec<u8>, Vec<u8>) {
+    let s = setup(config);
     let original = bytes_of(20 * MIB, 1);
     let theirs = bytes_of(20 * MIB, 2);
     put(&s.bucket, "x", &original).await;
     let ino = resolve(&s.fs, "x").await.expect("x");
     let fh = s.fs.open(ino, true, false).await.expect("open r+").fh;
-    let ours = bytes_of(8 * MIB, 3);
+    let ours = bytes_of(10 * MIB, 3);
     for (i, chunk) in ours.chunks(MIB).enumerate() {
         s.fs.write(fh, (i * MIB) as u64, chunk)
             .await
@@ -1011,13 +1010,13 @@ async fn two_writers(versioned: bool) -> (Setup, Result<(), FsError>, Vec<u8>, V
     let closed = s.fs.flush(fh).await;
     s.fs.release(fh).await;
     let mut expected = ours;
-    expected.extend_from_slice(&original[8 * MIB..]);
+    expected.extend_from_slice(&original[10 * MIB..]);
     (s, closed, expected, theirs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_save_over_another_writers_object_is_wholly_this_writers_on_a_versioned_bucket() {
-    let (s, closed, expected, theirs) = two_writers(true).await;
+    let (s, closed, expected, theirs) = two_writers(MemoryStoreConfig::default()).await;
     closed.expect("the last closer wins");
     let stored = s.bucket.content("x").expect("x");
     assert!(stored[..] == expected[..], "x is this writer's whole file");
@@ -1027,15 +1026,70 @@ async fn a_save_over_another_writers_object_is_wholly_this_writers_on_a_versione
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_save_whose_base_is_gone_fails_with_estale_and_leaves_the_other_writers_object() {
-    let (s, closed, _, theirs) = two_writers(false).await;
-    let e = closed.expect_err("the unchanged bytes are gone");
-    assert_eq!(e.errno, libc::ESTALE, "{e:?}");
-    let stored = s.bucket.content("x").expect("x");
-    assert!(
-        stored[..] == theirs[..],
-        "x is the other writer's whole file"
-    );
-    assert_eq!(s.bucket.open_uploads(), 0);
+    // With `x-amz-copy-source-if-match` honoured, and ignored (moto): the
+    // mount learns that it is ignored and reads the unchanged parts with
+    // If-Match GETs instead of copying them.
+    for copy_if_match in [true, false] {
+        let (s, closed, _, theirs) = two_writers(MemoryStoreConfig {
+            versioned: false,
+            copy_if_match,
+            ..Default::default()
+        })
+        .await;
+        let e = closed.expect_err("the unchanged bytes are gone");
+        assert_eq!(
+            e.errno,
+            libc::ESTALE,
+            "copy_if_match {copy_if_match}: {e:?}"
+        );
+        let stored = s.bucket.content("x").expect("x");
+        assert!(
+            stored[..] == theirs[..],
+            "copy_if_match {copy_if_match}: x is the other writer's whole file"
+        );
+        assert_eq!(s.bucket.open_uploads(), 0);
+    }
+}
+
+/// On a bucket without versions whose server ignores the copy condition,
+/// saves still work: the unchanged parts are read and uploaded. The probe
+/// is made once per mount, and a server that honours the condition keeps
+/// its server-side copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saves_copy_parts_only_where_the_copy_condition_pins_them() {
+    for copy_if_match in [true, false] {
+        let s = setup(MemoryStoreConfig {
+            versioned: false,
+            copy_if_match,
+            ..Default::default()
+        });
+        let original = bytes_of(20 * MIB, 1);
+        put(&s.bucket, "x", &original).await;
+        let ino = resolve(&s.fs, "x").await.expect("x");
+        let mut expected = original.clone();
+        for round in 0..2u8 {
+            let fh = s.fs.open(ino, true, false).await.expect("open r+").fh;
+            let at = usize::from(round) * MIB;
+            s.fs.write(fh, at as u64, &[round + 10; 100])
+                .await
+                .expect("write");
+            expected[at..at + 100].fill(round + 10);
+            s.fs.flush(fh).await.expect("save");
+            s.fs.release(fh).await;
+            assert!(
+                s.bucket.content("x").expect("x")[..] == expected[..],
+                "copy_if_match {copy_if_match}: round {round} stored whole"
+            );
+        }
+        let copies = s.bucket.requests("UploadPartCopy");
+        if copy_if_match {
+            // The probe, then the three unchanged 5 MiB parts of each save.
+            assert_eq!(copies, 1 + 2 * 3, "copy_if_match {copy_if_match}");
+        } else {
+            // The probe alone: nothing is copied after it.
+            assert_eq!(copies, 1, "copy_if_match {copy_if_match}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ use crate::fs::attr::AttrDefaults;
 use crate::fs::{Fs, FsConfig, VersionsMode};
 use crate::fuse::FuseAdapter;
 use crate::read::ReadTuning;
-use crate::s3::ListRequest;
+use crate::s3::{ListRequest, S3Client, VersioningStatus};
 use crate::write::default_cache_dir;
 
 fn parse_mode(s: &str) -> Result<u16, String> {
@@ -227,6 +227,41 @@ impl MountArgs {
 }
 
 /// Check the mount point before anything else happens.
+/// Say once whether the bucket keeps versions: it decides whether an
+/// overwrite or a delete can be undone from `.versions`, and how two
+/// writers of one file end (SEMANTICS.md "Two writers of one file"). B2
+/// buckets always keep them, so B2 is not asked (the request is class C
+/// there); elsewhere one GetBucketVersioning, whose refusal (a key without
+/// the permission) only leaves this unsaid.
+async fn report_versioning(client: &S3Client) {
+    let status = if client.endpoint().is_b2() {
+        VersioningStatus::Enabled
+    } else {
+        match client.get_bucket_versioning().await {
+            Ok(status) => status,
+            Err(e) => {
+                tracing::debug!("cannot tell whether the bucket keeps versions: {e}");
+                return;
+            }
+        }
+    };
+    match status {
+        VersioningStatus::Enabled => tracing::info!(
+            "bucket {} keeps every version: overwritten and deleted files stay under .versions",
+            client.bucket()
+        ),
+        VersioningStatus::Suspended => tracing::info!(
+            "bucket {} has versioning suspended: an overwrite or a delete is final, and only \
+             versions made before the suspension stay under .versions",
+            client.bucket()
+        ),
+        VersioningStatus::Unversioned => tracing::info!(
+            "bucket {} keeps no versions: an overwrite or a delete is final",
+            client.bucket()
+        ),
+    }
+}
+
 fn check_mountpoint(path: &Path, nonempty: bool) -> anyhow::Result<PathBuf> {
     let canonical = path
         .canonicalize()
@@ -375,6 +410,7 @@ fn serve(
             ..Default::default()
         }))
         .map_err(|e| anyhow!("cannot use bucket {}: {}", source.bucket, e.user_message()))?;
+    runtime.block_on(report_versioning(&client));
 
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };

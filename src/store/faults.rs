@@ -154,6 +154,10 @@ impl ObjectStore for FaultyStore {
         self.inner.location()
     }
 
+    fn copy_if_match_known(&self) -> Option<bool> {
+        self.inner.copy_if_match_known()
+    }
+
     fn head_object<'a>(
         &'a self,
         key: &'a str,

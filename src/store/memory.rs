@@ -45,6 +45,9 @@ pub struct MemoryStoreConfig {
     /// Honour `If-None-Match: *` on PutObject; `false` answers 501
     /// NotImplemented, as B2 does.
     pub conditional_put: bool,
+    /// Honour `x-amz-copy-source-if-match`; `false` copies whatever the
+    /// source is, as moto does.
+    pub copy_if_match: bool,
     /// Smallest part but the last (S3: 5 MiB).
     pub min_part: u64,
     /// Page size of listings when the request names none.
@@ -57,6 +60,7 @@ impl Default for MemoryStoreConfig {
             versioned: true,
             time_granularity: Duration::from_millis(1),
             conditional_put: true,
+            copy_if_match: true,
             min_part: 5 * 1024 * 1024,
             page_size: 1000,
         }
@@ -288,7 +292,11 @@ impl MemoryStore {
             .object
             .clone()
             .ok_or_else(|| service(op, Some(&source.key), 404, "NoSuchKey", "no such key"))?;
-        if let Some(etag) = &source.if_match {
+        if let Some(etag) = source
+            .if_match
+            .as_ref()
+            .filter(|_| self.config.copy_if_match)
+        {
             if *etag != object.etag {
                 return Err(service(
                     op,

@@ -55,6 +55,12 @@ pub trait ObjectStore: Send + Sync {
     /// to tell one bucket's crash leftovers from another's.
     fn location(&self) -> String;
 
+    /// Whether the server is known to honour `x-amz-copy-source-if-match`
+    /// without asking (`None`: a save probes it, see `write/copy_pin.rs`).
+    fn copy_if_match_known(&self) -> Option<bool> {
+        None
+    }
+
     /// HeadObject, of the latest version or of `version_id`.
     fn head_object<'a>(
         &'a self,

@@ -17,6 +17,12 @@ impl ObjectStore for S3Client {
         format!("{}/{}", self.endpoint().display_url(), self.bucket())
     }
 
+    /// B2 accepts `x-amz-copy-source-if-match` (FACTS.md); other servers
+    /// are asked.
+    fn copy_if_match_known(&self) -> Option<bool> {
+        self.endpoint().is_b2().then_some(true)
+    }
+
     fn head_object<'a>(
         &'a self,
         key: &'a str,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use super::copy_pin::CopyPin;
 use super::error::{WriteError, WriteResult};
 use super::journal::UploadJournal;
 use super::layout::PartLayout;
@@ -32,6 +33,8 @@ pub struct WriteContext {
     pub(super) pool: PartPool,
     /// Unfinished multipart uploads, for the cleanup after a crash.
     pub journal: Arc<UploadJournal>,
+    /// Whether parts copied from a base without a version id are pinned.
+    pub(super) copy_pin: CopyPin,
 }
 
 impl WriteContext {
@@ -44,6 +47,7 @@ impl WriteContext {
     ) -> Self {
         let kib = (write_buffer / 1024).clamp(layout.first_part() / 1024, u32::MAX as u64 / 2);
         WriteContext {
+            copy_pin: CopyPin::new(store.copy_if_match_known()),
             store,
             layout,
             staging,

@@ -5,6 +5,7 @@
 
 mod blocking;
 mod context;
+mod copy_pin;
 pub mod dirty;
 pub mod error;
 pub mod journal;

@@ -14,7 +14,7 @@ use super::super::context::WriteContext;
 use super::super::error::{WriteError, WriteResult};
 use super::super::layout::MIN_PART;
 use super::{BaseObject, DirtyFile};
-use crate::s3::PutObjectOutput;
+use crate::s3::{PutObjectOutput, UploadId};
 
 /// Parts uploaded at once by one flush.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -41,12 +41,14 @@ impl DirtyFile {
         }
         let upload_id = ctx.start_upload(&self.key, &self.put_options()).await?;
         let last = parts.len() - 1;
+        let may_copy = self.copies_are_pinned(ctx, &upload_id, &parts).await;
         let uploads = futures::stream::iter(parts.into_iter().enumerate())
             .map(|(index, range)| {
                 let upload_id = upload_id.clone();
                 async move {
                     let number = index as u32 + 1;
-                    if let Some(base) = self.copyable(&range, index == last) {
+                    let copyable = self.copyable(&range, index == last).filter(|_| may_copy);
+                    if let Some(base) = copyable {
                         let source = base.source(&self.key);
                         return Ok::<_, WriteError>(
                             ctx.store
@@ -101,6 +103,40 @@ impl DirtyFile {
         Err(WriteError::NameTaken {
             key: self.key.clone(),
         })
+    }
+
+    /// Whether this save may copy parts from its base server-side: always
+    /// when the base has a version id, else where the server honours
+    /// `x-amz-copy-source-if-match` (probed with the first copyable part,
+    /// see `copy_pin.rs`).
+    async fn copies_are_pinned(
+        &self,
+        ctx: &WriteContext,
+        upload_id: &UploadId,
+        parts: &[Range<u64>],
+    ) -> bool {
+        let last = parts.len().saturating_sub(1);
+        let Some((index, range, base)) = parts
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| Some((i, r, self.copyable(r, i == last)?)))
+        else {
+            return false;
+        };
+        if base.version_id.is_some() {
+            return true;
+        }
+        let source = base.source(&self.key);
+        ctx.copy_pin
+            .copies_are_pinned(
+                &ctx.store,
+                &self.key,
+                upload_id,
+                index as u32 + 1,
+                &source,
+                range,
+            )
+            .await
     }
 
     /// The base object a part can be copied from server-side: none of its
