@@ -1168,6 +1168,49 @@ async fn an_exclusive_create_that_lost_its_name_shows_the_winner() {
     s.fs.release(fh).await;
 }
 
+/// An O_EXCL create bigger than one part is a multipart upload, which
+/// cannot be conditional everywhere: the name is HEADed just before the
+/// upload completes. Taken by another client meanwhile: EEXIST, their
+/// object kept, no upload left. Stored by an earlier attempt whose answer
+/// was lost: that is this very file, not EEXIST, and no second version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_multipart_create_checks_its_name_before_completing() {
+    for conditional_put in [true, false] {
+        let s = setup(MemoryStoreConfig {
+            conditional_put,
+            ..Default::default()
+        });
+        let big = bytes_of(12 * MIB, 4);
+        let (_, opened) =
+            s.fs.create(ROOT_INO, "taken", 0o644, ROOT, true)
+                .await
+                .expect("create");
+        s.fs.write(opened.fh, 0, &big).await.expect("write");
+        put(&s.bucket, "taken", b"theirs").await;
+        let e = s.fs.flush(opened.fh).await.expect_err("the name was taken");
+        assert_eq!(e.errno, libc::EEXIST, "conditional_put {conditional_put}");
+        s.fs.release(opened.fh).await;
+        assert_eq!(&s.bucket.content("taken").expect("theirs")[..], b"theirs");
+        assert_eq!(s.bucket.open_uploads(), 0, "the upload is aborted");
+
+        let (_, opened) =
+            s.fs.create(ROOT_INO, "lost", 0o644, ROOT, true)
+                .await
+                .expect("create");
+        s.fs.write(opened.fh, 0, &big).await.expect("write");
+        s.faults.arm(Op::CompleteUpload, Fault::LostAnswer);
+        let first = s.fs.flush(opened.fh).await;
+        assert!(first.is_err(), "the answer was lost: {first:?}");
+        s.fs.flush(opened.fh)
+            .await
+            .expect("the retry finds its own object");
+        s.fs.release(opened.fh).await;
+        assert!(s.bucket.content("lost").expect("stored")[..] == big[..]);
+        assert_eq!(s.bucket.versions("lost").len(), 1, "stored once");
+        assert_eq!(s.bucket.open_uploads(), 0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_sees_a_truncation_made_through_a_later_open() {
     let s = setup(MemoryStoreConfig::default());

@@ -13,7 +13,7 @@ use super::journal::UploadJournal;
 use super::layout::PartLayout;
 use super::part_pool::PartPool;
 use super::staging::{StagingDir, DIRECT_MIN};
-use crate::s3::{CompletedPart, PutObjectOutput, PutOptions, UploadId};
+use crate::s3::{multipart_etag, CompletedPart, PutObjectOutput, PutOptions, UploadId};
 use crate::store::Store;
 
 /// Files that may fill a part in memory at once (the memory comes on top
@@ -68,12 +68,37 @@ impl WriteContext {
         Ok(id)
     }
 
+    /// Complete an upload. For an `O_EXCL` create (`exclusive`) the name
+    /// is HEADed first, since a multipart upload cannot be made
+    /// conditional on every server: taken means `NameTaken` (the caller
+    /// aborts the upload), unless what is there is exactly what these
+    /// parts make, an earlier attempt of this very save whose answer was
+    /// lost. A key without `listBuckets` gets 403 for a missing name,
+    /// which counts as absent (FACTS.md).
     pub(super) async fn finish_upload(
         &self,
         key: &str,
         id: &UploadId,
         parts: &[CompletedPart],
-    ) -> Result<PutObjectOutput, crate::s3::S3Error> {
+        exclusive: bool,
+    ) -> WriteResult<PutObjectOutput> {
+        if exclusive {
+            match self.store.head_object(key, None).await {
+                Ok(there) if Some(&there.etag) == multipart_etag(parts).as_ref() => {
+                    tracing::info!(
+                        "{key} is already stored by an earlier attempt whose answer was lost"
+                    );
+                    self.abort_upload(key, id).await;
+                    return Ok(PutObjectOutput {
+                        etag: there.etag,
+                        version_id: there.version_id,
+                    });
+                }
+                Ok(_) => return Err(WriteError::NameTaken { key: key.into() }),
+                Err(e) if e.is_not_found() || e.is_access_denied() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let out = self.store.complete_multipart_upload(key, id, parts).await?;
         self.journal.ended(id);
         Ok(out)

@@ -68,10 +68,10 @@ impl DirtyFile {
             .try_collect::<Vec<_>>()
             .await;
         let completed = match uploads {
-            Ok(parts) => ctx
-                .finish_upload(&self.key, &upload_id, &parts)
-                .await
-                .map_err(WriteError::from),
+            Ok(parts) => {
+                ctx.finish_upload(&self.key, &upload_id, &parts, self.exclusive)
+                    .await
+            }
             Err(e) => Err(e),
         };
         if completed.is_err() {

@@ -326,7 +326,8 @@ impl DirtyFile {
             );
             index += 1;
         }
-        Ok(ctx.finish_upload(&self.key, upload_id, &parts).await?)
+        ctx.finish_upload(&self.key, upload_id, &parts, self.exclusive)
+            .await
     }
 }
 
