@@ -14,7 +14,7 @@ use bucketfs::s3::{GetRequest, PutOptions, S3Client};
 use bytes::Bytes;
 use support::mount::Mount;
 use support::proxy::{Fault, FaultProxy};
-use support::{blocking, names, new_bucket, put, server, sha256, test_data, upload};
+use support::{blocking, close_checked, names, new_bucket, put, server, sha256, test_data, upload};
 
 const MIB: usize = 1024 * 1024;
 
@@ -810,4 +810,129 @@ async fn a_shell_redirect_over_a_file_adds_one_version() {
         2,
         "v1 and v2, no empty version: {versions:?}"
     );
+}
+
+/// Copies follow the provider's price list. On B2's, a server-side copy is
+/// billed as ten GETs, so objects up to 360 KB are copied by a GET and a
+/// (free) PUT: renames, chmod, `cp` inside the mount and directory moves of
+/// small files send no CopyObject, and the copies keep content, mode,
+/// mtime and the content headers other tools set. Bigger objects, and
+/// every object on AWS's price list, are copied server-side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_copies_follow_the_price_list() {
+    let c = new_bucket("wprice").await;
+    c.put_object(
+        "web.txt",
+        Bytes::from_static(b"gzip, supposedly"),
+        &PutOptions {
+            content_type: Some("text/plain".into()),
+            content_headers: vec![
+                ("content-encoding", "gzip".into()),
+                ("cache-control", "max-age=60".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("put web.txt");
+    let small = test_data(300_000, 1);
+    let big = test_data(400_000, 2);
+    // chmod, rename, cp, the directory move (two files; its marker is put
+    // anew), the two renames of web.txt.
+    for (price_list, small_copies) in [("b2", 0), ("aws", 7)] {
+        let proxy = FaultProxy::start(&server().endpoint).await;
+        let opts = format!("price_list={price_list}");
+        let mount = Mount::start(c.bucket(), &proxy.url, &["-o", &opts]);
+        let root = mount.path.clone();
+        let (small_w, big_w) = (small.clone(), big.clone());
+        let dir = format!("{price_list}-dir");
+        blocking(move || {
+            std::fs::create_dir(root.join(&dir)).unwrap();
+            std::fs::write(root.join(&dir).join("small"), &small_w).unwrap();
+            std::fs::write(root.join("big"), &big_w).unwrap();
+            let when =
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
+            let f = std::fs::File::options()
+                .write(true)
+                .open(root.join(&dir).join("small"))
+                .unwrap();
+            f.set_modified(when).unwrap();
+            close_checked(f).unwrap();
+        })
+        .await;
+        proxy.clear_seen();
+        let root = mount.path.clone();
+        let dir = format!("{price_list}-dir");
+        blocking(move || {
+            let d = root.join(&dir);
+            std::fs::set_permissions(d.join("small"), std::fs::Permissions::from_mode(0o640))
+                .unwrap();
+            std::fs::rename(d.join("small"), d.join("moved")).unwrap();
+            std::fs::copy(d.join("moved"), d.join("copied")).unwrap();
+            std::fs::rename(&d, root.join(format!("{dir}-renamed"))).unwrap();
+            std::fs::rename(root.join("web.txt"), root.join("web2.txt")).unwrap();
+            std::fs::rename(root.join("web2.txt"), root.join("web.txt")).unwrap();
+            std::fs::rename(root.join("big"), root.join("big2")).unwrap();
+            std::fs::rename(root.join("big2"), root.join("big")).unwrap();
+        })
+        .await;
+        let copies = |needle: &str| {
+            proxy
+                .seen()
+                .iter()
+                .filter(|s| {
+                    s.header_names.iter().any(|h| h == "x-amz-copy-source")
+                        && s.path_and_query.contains(needle)
+                })
+                .count()
+        };
+        assert_eq!(
+            copies("/big"),
+            2,
+            "{price_list}: big objects copy server-side"
+        );
+        assert_eq!(
+            copies("") - copies("/big"),
+            small_copies,
+            "{price_list}: server-side copies of small objects: {:#?}",
+            proxy.seen()
+        );
+        drop(mount);
+        let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+        let root = mount.path.clone();
+        let dir = format!("{price_list}-dir-renamed");
+        let (small_r, big_r) = (small.clone(), big.clone());
+        blocking(move || {
+            let d = root.join(&dir);
+            for name in ["moved", "copied"] {
+                assert!(
+                    std::fs::read(d.join(name)).unwrap()[..] == small_r[..],
+                    "{name}"
+                );
+            }
+            let moved = std::fs::metadata(d.join("moved")).unwrap();
+            assert_eq!(moved.permissions().mode() & 0o7777, 0o640, "mode kept");
+            assert_eq!(
+                moved.modified().unwrap(),
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000),
+                "mtime kept"
+            );
+            assert!(std::fs::read(root.join("big")).unwrap()[..] == big_r[..]);
+            assert_eq!(
+                std::fs::read(root.join("web.txt")).unwrap(),
+                b"gzip, supposedly"
+            );
+        })
+        .await;
+        let web = c.head_object("web.txt", None).await.expect("web.txt");
+        assert_eq!(web.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(
+            web.content_headers,
+            vec![
+                ("cache-control", "max-age=60".to_owned()),
+                ("content-encoding", "gzip".to_owned())
+            ],
+            "{price_list}: the content headers survive two renames"
+        );
+    }
 }

@@ -956,6 +956,18 @@ proptest! {
     fn random_sequences_with_fine_times(steps in prop::collection::vec(step(false), 1..40)) {
         rt().block_on(run_case(&steps, MemoryStoreConfig::default()))?;
     }
+
+    /// B2's prices: small objects copied (rename, chmod) by a GET and a
+    /// PUT. (B2's refusal of conditional PUTs is met above the seam, in
+    /// `S3Client::put_object`, and tested against a server.)
+    #[test]
+    fn random_sequences_with_b2_prices(steps in prop::collection::vec(step(false), 1..40)) {
+        rt().block_on(run_case(&steps, MemoryStoreConfig {
+            reupload_up_to: 360_000,
+            time_granularity: Duration::from_secs(1),
+            ..Default::default()
+        }))?;
+    }
 }
 
 proptest! {

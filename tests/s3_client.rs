@@ -24,7 +24,7 @@ fn meta(pairs: &[(&str, &str)]) -> PutOptions {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        if_none_match_any: false,
+        ..Default::default()
     }
 }
 

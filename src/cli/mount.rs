@@ -411,6 +411,17 @@ fn serve(
         }))
         .map_err(|e| anyhow!("cannot use bucket {}: {}", source.bucket, e.user_message()))?;
     runtime.block_on(report_versioning(&client));
+    match client.price_list().reupload_up_to() {
+        0 => tracing::info!(
+            "copies follow {:?}'s prices: renames, chmod and cp inside the mount copy server-side",
+            client.price_list()
+        ),
+        limit => tracing::info!(
+            "copies follow {:?}'s prices: objects up to {limit} bytes are copied by a GET and a \
+             PUT, which cost less there than a server-side copy",
+            client.price_list()
+        ),
+    }
 
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };

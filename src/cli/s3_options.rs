@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use crate::s3::{
-    CredentialSources, Endpoint, RetryPolicy, S3Client, S3Config, ServerSideEncryption,
+    CredentialSources, Endpoint, PriceList, RetryPolicy, S3Client, S3Config, ServerSideEncryption,
     SseCustomerKey, UploadChecksum,
 };
 
@@ -95,6 +95,14 @@ pub struct S3Options {
     /// bytes are refused rather than stored.
     #[arg(long, value_enum, value_name = "KIND", default_value = "auto")]
     pub upload_checksum: ChecksumMode,
+
+    /// Whose prices decide how small objects are copied (rename, chmod,
+    /// cp inside the mount): b2 uploads objects up to 360 KB again (a GET
+    /// and a free PUT) rather than copy them server-side (a copy is billed
+    /// as ten GETs there); aws always copies. [default: b2 on a B2
+    /// endpoint, else aws]
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    pub price_list: Option<PriceList>,
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -157,6 +165,7 @@ impl S3Options {
             ChecksumMode::Sha256 => Some(UploadChecksum::Sha256),
             ChecksumMode::Off => Some(UploadChecksum::Off),
         };
+        config.price_list = self.price_list;
         S3Client::new(config).context("cannot create the S3 client")
     }
 }

@@ -543,6 +543,7 @@ impl Fs {
                     MetadataDirective::Replace(PutOptions {
                         content_type: meta.content_type.clone(),
                         user_metadata: metadata,
+                        content_headers: meta.content_headers.clone(),
                         if_none_match_any: false,
                     })
                 };
@@ -648,8 +649,7 @@ impl Fs {
         let size = body.len() as u64;
         let options = PutOptions {
             user_metadata: metadata.clone(),
-            if_none_match_any: false,
-            content_type: None,
+            ..Default::default()
         };
         let out = self.store.put_object(&key, body, &options).await?;
         self.forget_missing(&path);

@@ -280,6 +280,7 @@ impl Fs {
                 MetadataDirective::Replace(PutOptions {
                     content_type: meta.content_type.clone(),
                     user_metadata: metadata,
+                    content_headers: meta.content_headers.clone(),
                     if_none_match_any: false,
                 })
             };

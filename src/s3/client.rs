@@ -20,6 +20,7 @@ use super::credentials::Credentials;
 use super::encode::{encode_key, key_is_addressable, query_string};
 use super::endpoint::Endpoint;
 use super::error::{ErrorKind, S3Error};
+use super::pricing::PriceList;
 use super::retry::{parse_retry_after, RetryPolicy};
 use super::server_caps::ServerCaps;
 use super::signing::Signer;
@@ -50,6 +51,9 @@ pub struct S3Config {
     /// The digest uploads carry for the server to check; `None` chooses
     /// (see `checksum.rs`).
     pub upload_checksum: Option<UploadChecksum>,
+    /// Whose prices decide between copying and uploading again; `None`:
+    /// B2's on a B2 endpoint, else AWS's.
+    pub price_list: Option<PriceList>,
 }
 
 impl S3Config {
@@ -64,6 +68,7 @@ impl S3Config {
             ca_bundle: None,
             sse: ServerSideEncryption::BucketDefault,
             upload_checksum: None,
+            price_list: None,
         }
     }
 }
@@ -97,6 +102,7 @@ pub(crate) struct Inner {
     pub(crate) checksum: ChecksumChoice,
     /// What the server honours (conditional PUTs), learnt as we go.
     pub(crate) caps: ServerCaps,
+    price_list: PriceList,
 }
 
 impl std::fmt::Debug for S3Client {
@@ -161,6 +167,9 @@ impl<'a> Request<'a> {
     pub fn put_options(mut self, options: &PutOptions) -> Result<Self, S3Error> {
         if let Some(ct) = &options.content_type {
             self = self.header("content-type", ct)?;
+        }
+        for (name, value) in &options.content_headers {
+            self = self.header(name, value)?;
         }
         for (name, value) in &options.user_metadata {
             let header = format!("{META_PREFIX}{}", name.to_ascii_lowercase());
@@ -268,6 +277,9 @@ impl S3Client {
         let signer = Signer::new(&config.credentials, &config.endpoint.region);
         let checksum = ChecksumChoice::new(config.upload_checksum, config.endpoint.is_b2());
         let caps = ServerCaps::new(config.endpoint.is_b2());
+        let price_list = config
+            .price_list
+            .unwrap_or_else(|| PriceList::for_endpoint(config.endpoint.is_b2()));
         Ok(S3Client {
             inner: Arc::new(Inner {
                 http,
@@ -278,6 +290,7 @@ impl S3Client {
                 sse: config.sse,
                 checksum,
                 caps,
+                price_list,
             }),
         })
     }
@@ -288,6 +301,11 @@ impl S3Client {
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.inner.endpoint
+    }
+
+    /// The price list choices of how to copy follow.
+    pub fn price_list(&self) -> PriceList {
+        self.inner.price_list
     }
 
     pub(crate) fn sse(&self) -> &ServerSideEncryption {

@@ -53,6 +53,10 @@ fn meta_from_headers(headers: &HeaderMap, size: u64) -> ObjectMeta {
             .filter(|v| !v.is_empty() && *v != "null")
             .map(str::to_owned),
         user_metadata,
+        content_headers: CONTENT_HEADERS
+            .iter()
+            .filter_map(|name| Some((*name, header_str(headers, name)?.to_owned())))
+            .collect(),
     }
 }
 

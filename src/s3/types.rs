@@ -56,7 +56,21 @@ pub struct ObjectMeta {
     pub content_type: Option<String>,
     pub version_id: Option<String>,
     pub user_metadata: BTreeMap<String, String>,
+    /// The standard headers other tools set at upload and a copy keeps
+    /// (`Content-Encoding`, `Cache-Control`, ...; see `CONTENT_HEADERS`), so
+    /// that an object uploaded again instead of copied keeps them too.
+    pub content_headers: Vec<(&'static str, String)>,
 }
+
+/// Headers of an object, besides its type and `x-amz-meta-*`, that a
+/// server-side copy keeps and a PutObject can set.
+pub const CONTENT_HEADERS: &[&str] = &[
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+];
 
 /// A streaming object body.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, S3Error>> + Send>>;
@@ -91,6 +105,8 @@ pub enum GetObjectOutput {
 pub struct PutOptions {
     pub content_type: Option<String>,
     pub user_metadata: BTreeMap<String, String>,
+    /// Any of `CONTENT_HEADERS`, as an object to be copied had them.
+    pub content_headers: Vec<(&'static str, String)>,
     /// Create only: fail with 412 if the key already exists (`If-None-Match: *`).
     pub if_none_match_any: bool,
 }

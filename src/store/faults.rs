@@ -158,6 +158,10 @@ impl ObjectStore for FaultyStore {
         self.inner.copy_if_match_known()
     }
 
+    fn reupload_up_to(&self) -> u64 {
+        self.inner.reupload_up_to()
+    }
+
     fn head_object<'a>(
         &'a self,
         key: &'a str,

@@ -48,6 +48,9 @@ pub struct MemoryStoreConfig {
     /// Honour `x-amz-copy-source-if-match`; `false` copies whatever the
     /// source is, as moto does.
     pub copy_if_match: bool,
+    /// Objects up to this size are copied by a GET and a PUT (as on B2's
+    /// price list; see `ObjectStore::reupload_up_to`).
+    pub reupload_up_to: u64,
     /// Smallest part but the last (S3: 5 MiB).
     pub min_part: u64,
     /// Page size of listings when the request names none.
@@ -61,6 +64,7 @@ impl Default for MemoryStoreConfig {
             time_granularity: Duration::from_millis(1),
             conditional_put: true,
             copy_if_match: true,
+            reupload_up_to: 0,
             min_part: 5 * 1024 * 1024,
             page_size: 1000,
         }
@@ -276,6 +280,8 @@ impl MemoryStore {
             content_type: object.content_type.clone(),
             version_id: self.public_id(version),
             user_metadata: object.user_metadata.clone(),
+            // Not modelled: the core never reads them.
+            content_headers: Vec::new(),
         }
     }
 
@@ -325,6 +331,10 @@ fn put_output(store: &MemoryStore, version: &Version) -> PutObjectOutput {
 impl ObjectStore for MemoryStore {
     fn location(&self) -> String {
         "memory/bucket".to_owned()
+    }
+
+    fn reupload_up_to(&self) -> u64 {
+        self.config.reupload_up_to
     }
 
     fn head_object<'a>(

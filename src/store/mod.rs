@@ -61,6 +61,13 @@ pub trait ObjectStore: Send + Sync {
         None
     }
 
+    /// Objects up to this size cost less to GET and PUT again than to copy
+    /// server-side, by the provider's price list (`s3::PriceList`); 0:
+    /// always copy.
+    fn reupload_up_to(&self) -> u64 {
+        0
+    }
+
     /// HeadObject, of the latest version or of `version_id`.
     fn head_object<'a>(
         &'a self,
@@ -213,10 +220,13 @@ pub trait ObjectStore: Send + Sync {
         })
     }
 
-    /// Copy `source` to `dest` server-side whatever its size: CopyObject up
-    /// to 5 GiB, else a multipart upload of UploadPartCopy parts (aborted if
-    /// any part fails), every part from the same pinned source. `size` is
-    /// the source's size.
+    /// Copy `source` to `dest` whatever its size: a GET and a PUT up to
+    /// `reupload_up_to` (where the price list makes that cheaper, B2's),
+    /// else server-side, with CopyObject up to 5 GiB, else a multipart
+    /// upload of UploadPartCopy parts (aborted if any part fails), every
+    /// part from the same pinned source. `size` is the source's size. The
+    /// copy is the same whichever way: the pinned version's bytes, type,
+    /// user metadata and content headers, or the directive's.
     fn copy<'a>(
         &'a self,
         source: &'a CopySource,
@@ -225,6 +235,26 @@ pub trait ObjectStore: Send + Sync {
         directive: &'a MetadataDirective,
     ) -> StoreResult<'a, ()> {
         Box::pin(async move {
+            if size <= self.reupload_up_to() {
+                let pinned = GetRequest {
+                    version_id: source.version_id.clone(),
+                    if_match: source.if_match.clone(),
+                    ..Default::default()
+                };
+                let (meta, body) = self.get_object_bytes(&source.key, pinned).await?;
+                // A source found bigger than listed is still copied whole.
+                let options = match directive {
+                    MetadataDirective::Replace(options) => options.clone(),
+                    MetadataDirective::Copy => PutOptions {
+                        content_type: meta.content_type,
+                        user_metadata: meta.user_metadata,
+                        content_headers: meta.content_headers,
+                        if_none_match_any: false,
+                    },
+                };
+                self.put_object(dest, body, &options).await?;
+                return Ok(());
+            }
             if size <= MAX_SINGLE_COPY {
                 self.copy_object(source, dest, directive).await?;
                 return Ok(());
@@ -244,6 +274,7 @@ pub trait ObjectStore: Send + Sync {
                 MetadataDirective::Copy => PutOptions {
                     content_type: meta.content_type,
                     user_metadata: meta.user_metadata,
+                    content_headers: meta.content_headers,
                     if_none_match_any: false,
                 },
             };

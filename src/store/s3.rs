@@ -23,6 +23,10 @@ impl ObjectStore for S3Client {
         self.endpoint().is_b2().then_some(true)
     }
 
+    fn reupload_up_to(&self) -> u64 {
+        self.price_list().reupload_up_to()
+    }
+
     fn head_object<'a>(
         &'a self,
         key: &'a str,
