@@ -280,35 +280,48 @@ def is_mounted(path):
 class Tool:
     """One FUSE mount tool, run in the foreground as our child."""
 
-    def __init__(self, name, garage, work):
+    def __init__(self, name, garage, work, endpoint=ENDPOINT, strict=False):
         self.name = name
         self.g = garage
         self.work = work
+        # Where the tool sends its requests (bill.py puts a counting proxy
+        # there), and whether to run it with no metadata caching at all.
+        self.endpoint = endpoint
+        self.strict = strict
 
     def command(self, mnt):
         g = self.g
         env = dict(os.environ)
         env.pop("AWS_CA_BUNDLE", None)
         env.update(AWS_ACCESS_KEY_ID=g.key_id, AWS_SECRET_ACCESS_KEY=g.secret)
+        endpoint = self.endpoint
         if self.name == "bucketfs":
-            cmd = [os.environ["BUCKETFS_BIN"], BUCKET, mnt, "-f", "--endpoint", ENDPOINT,
+            cmd = [os.environ["BUCKETFS_BIN"], BUCKET, mnt, "-f", "--endpoint", endpoint,
                    "--region", REGION, "--cache-dir", os.path.join(self.work, "bucketfs-cache")]
+            if self.strict:
+                cmd += ["-o", "metadata_ttl=0,negative_ttl=0"]
         elif self.name == "s3fs":
             pw = os.path.join(self.work, "s3fs-passwd")
             with open(pw, "w") as f:
                 f.write(f"{g.key_id}:{g.secret}\n")
             os.chmod(pw, 0o600)
-            cmd = ["s3fs", BUCKET, mnt, "-f", "-o", f"url={ENDPOINT}", "-o", "use_path_request_style",
+            cmd = ["s3fs", BUCKET, mnt, "-f", "-o", f"url={endpoint}", "-o", "use_path_request_style",
                    "-o", f"endpoint={REGION}", "-o", f"passwd_file={pw}"]
+            if self.strict:
+                cmd += ["-o", "stat_cache_expire=0", "-o", "max_stat_cache_size=0"]
         elif self.name == "rclone":
-            env.update(RCLONE_S3_PROVIDER="Other", RCLONE_S3_ENDPOINT=ENDPOINT,
+            env.update(RCLONE_S3_PROVIDER="Other", RCLONE_S3_ENDPOINT=endpoint,
                        RCLONE_S3_ACCESS_KEY_ID=g.key_id, RCLONE_S3_SECRET_ACCESS_KEY=g.secret,
                        RCLONE_S3_REGION=REGION, RCLONE_S3_FORCE_PATH_STYLE="true")
             cmd = ["rclone", "mount", f":s3:{BUCKET}", mnt, "--vfs-cache-mode", "writes",
                    "--cache-dir", os.path.join(self.work, "rclone-cache")]
+            if self.strict:
+                cmd += ["--dir-cache-time", "0s", "--attr-timeout", "0s"]
         elif self.name == "mountpoint-s3":
-            cmd = [os.environ["MOUNT_S3_BIN"], BUCKET, mnt, "--endpoint-url", ENDPOINT, "--region",
+            cmd = [os.environ["MOUNT_S3_BIN"], BUCKET, mnt, "--endpoint-url", endpoint, "--region",
                    REGION, "--force-path-style", "--allow-delete", "--allow-overwrite"]
+            if self.strict:
+                cmd += ["--metadata-ttl", "minimal"]
         else:
             raise ValueError(self.name)
         return cmd, env
