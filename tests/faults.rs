@@ -346,3 +346,54 @@ async fn uploads_without_a_checksum_carry_no_digest() {
     assert_eq!(puts.len(), 2, "two parts: {puts:?}");
     assert!(puts.iter().all(|s| s.digest.is_none()), "{puts:?}");
 }
+
+/// B2's daily caps answer 403 with a message saying the cap is exceeded:
+/// the reader gets EDQUOT (a quota, not a missing permission, and not a
+/// retry storm), the log says why once, and reads work again once the cap
+/// is lifted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_b2_cap_refusal_is_edquot_logged_once_and_not_retried() {
+    let c = new_bucket("fcap").await;
+    let data = test_data(100_000, 7);
+    support::put(&c, "f", &data).await;
+    support::put(&c, "g", &data).await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    let mount = Mount::start(c.bucket(), &proxy.url, &[]);
+    let cap = || Fault::Raw {
+        status: 403,
+        headers: vec![("content-type", "application/xml".to_owned())],
+        body: b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>\
+<Message>Cannot download file, download bandwidth or transaction (Class B) cap exceeded. See \
+the Caps &amp; Alerts page to increase your cap.</Message></Error>"
+            .to_vec(),
+    };
+    // Let the lookups through (a HEAD has no body to say why), then refuse
+    // the reads.
+    let (f, g) = (mount.path.join("f"), mount.path.join("g"));
+    let (f2, g2) = (f.clone(), g.clone());
+    blocking(move || {
+        std::fs::metadata(&f2).unwrap();
+        std::fs::metadata(&g2).unwrap();
+    })
+    .await;
+    proxy.clear_seen();
+    proxy.inject(Some("GET"), cap(), 2);
+    let (f2, g2) = (f.clone(), g.clone());
+    let errors = blocking(move || [std::fs::read(&f2), std::fs::read(&g2)]).await;
+    for e in &errors {
+        let e = e.as_ref().expect_err("refused");
+        assert_eq!(e.raw_os_error(), Some(libc::EDQUOT), "{e}");
+    }
+    assert_eq!(proxy.count("GET", "/f"), 1, "not retried");
+    assert_eq!(proxy.count("GET", "/g"), 1, "not retried");
+    let log = mount.log_text();
+    assert_eq!(
+        log.matches("a cap of the account is reached").count(),
+        1,
+        "{log}"
+    );
+    let back = blocking(move || std::fs::read(f))
+        .await
+        .expect("read again");
+    assert!(back[..] == data[..]);
+}

@@ -785,3 +785,74 @@ async fn a_sequential_read_asks_for_each_part_once() {
     // reordered read restarted the run, 40-77 with other tests running.
     assert!(gets <= 12 + 10, "{gets} GETs for 96 MiB in 8 MiB parts");
 }
+
+/// Names from libc's readdir on `dir`, as `(name, telldir cookie after it)`.
+fn libc_readdir(dir: *mut libc::DIR, limit: usize) -> Vec<(String, libc::c_long)> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        // SAFETY: `dir` is an open DIR*; readdir's entry is read at once.
+        let entry = unsafe { libc::readdir(dir) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: d_name is a NUL-terminated name inside the entry.
+        let name = unsafe { std::ffi::CStr::from_ptr((*entry).d_name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        if name != "." && name != ".." {
+            // SAFETY: `dir` is open.
+            out.push((name, unsafe { libc::telldir(dir) }));
+        }
+    }
+    out
+}
+
+/// A directory handle lets go of what its reader has read (so that a
+/// listing of millions holds little): going back with `rewinddir` or
+/// `seekdir` lists afresh from there, and shows the same names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewinddir_and_seekdir_after_reading_a_directory() {
+    let c = new_bucket("rewind").await;
+    let keys: Vec<String> = (0..2500).map(|i| format!("d/f{i:04}")).collect();
+    use futures::StreamExt;
+    let options = PutOptions::default();
+    let results: Vec<_> = futures::stream::iter(&keys)
+        .map(|k| c.put_object(k, Bytes::from_static(b"x"), &options))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    let mount = Mount::start(c.bucket(), &server().endpoint, &["-o", "trust_listings"]);
+    let path = mount.path.join("d");
+    blocking(move || {
+        let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid path; the handle is closed below.
+        let dir = unsafe { libc::opendir(cpath.as_ptr()) };
+        assert!(
+            !dir.is_null(),
+            "opendir: {}",
+            std::io::Error::last_os_error()
+        );
+        let all = libc_readdir(dir, usize::MAX);
+        let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        let expected: Vec<String> = (0..2500).map(|i| format!("f{i:04}")).collect();
+        assert!(names == expected, "{} names in the first read", names.len());
+        // SAFETY: `dir` is open.
+        unsafe { libc::rewinddir(dir) };
+        let again = libc_readdir(dir, 3);
+        assert_eq!(
+            again.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["f0000", "f0001", "f0002"],
+            "after rewinddir"
+        );
+        // Back to just after f1999.
+        // SAFETY: `dir` is open, and the cookie came from telldir on it.
+        unsafe { libc::seekdir(dir, all[1999].1) };
+        let rest = libc_readdir(dir, usize::MAX);
+        assert_eq!(rest.len(), 500, "seekdir to after f1999");
+        assert_eq!(rest[0].0, "f2000");
+        // SAFETY: `dir` is open and closed once.
+        assert_eq!(unsafe { libc::closedir(dir) }, 0);
+    })
+    .await;
+}

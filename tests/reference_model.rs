@@ -1330,3 +1330,50 @@ async fn reads_and_stat_do_not_wait_for_the_files_upload() {
     s.fs.release(r).await;
     assert_eq!(s.bucket.content("big").expect("stored").len(), data.len());
 }
+
+/// A big directory is listed only a few pages ahead of its reader, which
+/// holds only what it has not read yet; a reader that goes back (rewinddir,
+/// seekdir) gets a fresh listing from where it went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_directory_is_listed_as_its_reader_goes() {
+    let s = setup(MemoryStoreConfig::default());
+    const FILES: usize = 20_000;
+    for i in 0..FILES {
+        put(&s.bucket, &format!("big/f{i:05}"), b"x").await;
+    }
+    let dir = resolve(&s.fs, "big").await.expect("big");
+    let fh = s.fs.opendir(dir).await.expect("opendir");
+    let lists_before = s.bucket.requests("ListObjectsV2");
+    let (_, first) = s.fs.readdir_entries(fh, 0).await.expect("first entries");
+    assert_eq!(first[0].name, "f00000");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pages = s.bucket.requests("ListObjectsV2") - lists_before;
+    assert!(
+        pages <= 10,
+        "the listing waits for its reader: {pages} of 20 pages listed after the first read"
+    );
+    // Read it all, as `ls` does: every name once, in order.
+    let mut names = Vec::new();
+    loop {
+        let (_, batch) =
+            s.fs.readdir_entries(fh, names.len())
+                .await
+                .expect("readdir");
+        if batch.is_empty() {
+            break;
+        }
+        names.extend(batch.into_iter().map(|e| e.name));
+    }
+    let expected: Vec<String> = (0..FILES).map(|i| format!("f{i:05}")).collect();
+    assert!(
+        names == expected,
+        "{} names, not the 20,000 in order",
+        names.len()
+    );
+    // Back to the start, and to the middle: listed afresh from there.
+    let (_, again) = s.fs.readdir_entries(fh, 0).await.expect("rewind");
+    assert_eq!(again[0].name, "f00000");
+    let (_, middle) = s.fs.readdir_entries(fh, 15_000).await.expect("seek");
+    assert_eq!(middle[0].name, "f15000");
+    s.fs.releasedir(fh);
+}

@@ -9,13 +9,20 @@
 //! by key), not one global sort: readdir promises no order, only stable
 //! offsets, which an append-only snapshot gives.
 //!
+//! A snapshot holds only what the kernel has not read yet: entries before
+//! the offset it asks for are let go, and the listing waits while it is
+//! `AHEAD` entries past the reader. So `ls -l` of a million objects holds a
+//! few thousand entries at a time, not a million. A reader that goes back
+//! (`rewinddir`, `seekdir` to an earlier offset) gets a fresh listing of
+//! the directory from that offset on, as after a new opendir.
+//!
 //! Two rules of the complete listing hold for the streamed one. A file and
 //! a directory of the same name (`x` and `x/...`) show the directory only:
 //! the key `x` always lists before the prefix `x/`, so a file is held back
 //! until the listing has gone past where its twin would be. And files with
 //! unsaved local changes are shown as they are locally, first.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -28,7 +35,7 @@ use super::attr::{Attr, Kind};
 use super::error::{FsError, FsResult};
 use super::inode::{child_path, Ino, Inode};
 use super::lookup::{DirPage, DirPages, Listed};
-use super::{Fs, Handle};
+use super::{Fs, Handle, LISTING_CACHE_ENTRIES};
 
 /// One entry of a directory snapshot.
 #[derive(Debug, Clone)]
@@ -46,13 +53,30 @@ struct Fill {
     failed: Option<FsError>,
 }
 
+/// The part of a snapshot still held: entries from `total - entries.len()`
+/// (the first one not yet let go) to `total` (all pushed so far).
+#[derive(Default)]
+struct Window {
+    total: usize,
+    entries: VecDeque<DirEntry>,
+}
+
+impl Window {
+    fn base(&self) -> usize {
+        self.total - self.entries.len()
+    }
+}
+
 /// A directory as opendir saw it: `.`, `..`, then the children.
 pub struct DirSnapshot {
     pub dir: Ino,
     pub parent: Ino,
     pub path: Arc<str>,
-    entries: Mutex<Vec<DirEntry>>,
+    window: Mutex<Window>,
     fill: watch::Sender<Fill>,
+    /// The first entry the reader may still ask for: what is before it is
+    /// let go, and the listing runs at most `AHEAD` entries past it.
+    reader_at: watch::Sender<usize>,
     /// The task fetching the remaining pages, stopped when the handle is
     /// released early.
     task: Mutex<Option<tokio::task::AbortHandle>>,
@@ -70,6 +94,10 @@ impl Drop for DirSnapshot {
 /// fewer anyway.
 const BATCH: usize = 512;
 
+/// Entries a listing may hold past the reader before it waits for it:
+/// eight pages.
+const AHEAD: usize = 8 * 1000;
+
 /// HEADs in flight for one directory listing's entries. Against B2's
 /// ~50 ms round trips, 64 at once list ~1,000 unknown files a second.
 const READDIR_HEADS: usize = 64;
@@ -80,18 +108,53 @@ impl DirSnapshot {
             dir: inode.ino,
             parent: inode.parent,
             path: inode.path.clone(),
-            entries: Mutex::new(Vec::new()),
+            window: Mutex::new(Window::default()),
             fill: watch::channel(Fill::default()).0,
+            reader_at: watch::channel(0).0,
             task: Mutex::new(None),
         }
     }
 
     fn push(&self, new: impl IntoIterator<Item = DirEntry>) {
-        let mut entries = self.entries.lock();
-        entries.extend(new);
-        let len = entries.len();
-        drop(entries);
+        let mut window = self.window.lock();
+        for entry in new {
+            window.total += 1;
+            window.entries.push_back(entry);
+        }
+        self.let_go(&mut window);
+        let len = window.total;
+        drop(window);
         self.fill.send_modify(|f| f.len = len);
+    }
+
+    /// Let go of the entries before the reader.
+    fn let_go(&self, window: &mut Window) {
+        let at = *self.reader_at.borrow();
+        while window.base() < at && window.entries.pop_front().is_some() {}
+    }
+
+    /// The reader asks for entries from `from` on: it will not ask for
+    /// earlier ones (unless it goes back, see `released`).
+    fn reader_moved(&self, from: usize) {
+        self.reader_at.send_if_modified(|at| {
+            let moved = from > *at;
+            *at = (*at).max(from);
+            moved
+        });
+    }
+
+    /// Whether entry `from` was let go: the reader went back.
+    pub fn released(&self, from: usize) -> bool {
+        from < self.window.lock().base()
+    }
+
+    /// Wait until the listing may fetch more: the reader is less than
+    /// `AHEAD` entries behind. `false` if the snapshot is gone.
+    async fn room_ahead(reader_at: &mut watch::Receiver<usize>, len: usize) -> bool {
+        reader_at
+            .wait_for(|at| len.saturating_sub(*at) < AHEAD)
+            .await
+            .is_ok()
     }
 
     fn finish(&self, result: FsResult<()>) {
@@ -106,9 +169,17 @@ impl DirSnapshot {
     pub fn ready(&self, from: usize) -> Option<FsResult<Vec<DirEntry>>> {
         let fill = self.fill.borrow().clone();
         if from < fill.len {
-            let entries = self.entries.lock();
-            let end = entries.len().min(from + BATCH);
-            return Some(Ok(entries[from..end].to_vec()));
+            self.reader_moved(from);
+            let mut window = self.window.lock();
+            let base = window.base();
+            if from < base {
+                // Gone: the caller lists afresh (`Fs::readdir_entries`).
+                return None;
+            }
+            self.let_go(&mut window);
+            let start = from - window.base();
+            let end = window.entries.len().min(start + BATCH);
+            return Some(Ok(window.entries.range(start..end).cloned().collect()));
         }
         if fill.done {
             return Some(match fill.failed {
@@ -121,6 +192,8 @@ impl DirSnapshot {
 
     /// Entries from index `from` on, waiting for the listing if needed.
     pub async fn entries_from(&self, from: usize) -> FsResult<Vec<DirEntry>> {
+        // The listing may be waiting for the reader to come this far.
+        self.reader_moved(from);
         let mut fill = self.fill.subscribe();
         // The sender lives as long as `self`, so waiting cannot fail.
         let _ = fill.wait_for(|f| f.done || f.len > from).await;
@@ -137,8 +210,9 @@ struct Filler {
     shown: HashSet<String>,
     /// Files waiting until the listing passes their `name/` prefix.
     held: BTreeMap<String, Listed>,
-    /// Everything listed, for the listing cache once complete.
-    all: BTreeMap<String, Listed>,
+    /// Everything listed, for the listing cache once complete; `None`
+    /// once more than the cache would keep.
+    all: Option<BTreeMap<String, Listed>>,
     /// `Fs::listing_epoch` when the listing began.
     epoch: u64,
 }
@@ -149,16 +223,48 @@ impl Fs {
         if inode.attr.kind != Kind::Dir {
             return Err(FsError::new(libc::ENOTDIR, "not a directory"));
         }
-        let snapshot = Arc::new(DirSnapshot::new(&inode));
+        let snapshot = self.start_snapshot(&inode, 0).await?;
+        Ok(self.add_handle(Handle::Dir(snapshot)))
+    }
+
+    /// Entries of open directory `fh` from index `from` on, with the
+    /// snapshot they come from. A reader that went back before what the
+    /// snapshot still holds gets a fresh listing, from `from` on.
+    pub async fn readdir_entries(
+        self: &Arc<Self>,
+        fh: u64,
+        from: usize,
+    ) -> FsResult<(Arc<DirSnapshot>, Vec<DirEntry>)> {
+        let mut snapshot = self.dir_snapshot(fh)?;
+        if snapshot.released(from) {
+            let inode = self.inode(snapshot.dir)?;
+            snapshot = self.start_snapshot(&inode, from).await?;
+            if let Some(handle) = self.handles.lock().get_mut(&fh) {
+                *handle = Handle::Dir(snapshot.clone());
+            }
+        }
+        let entries = snapshot.entries_from(from).await?;
+        Ok((snapshot, entries))
+    }
+
+    /// List directory `inode` into a new snapshot, whose reader starts at
+    /// entry `from`: returns once the first page is in.
+    async fn start_snapshot(
+        self: &Arc<Self>,
+        inode: &Inode,
+        from: usize,
+    ) -> FsResult<Arc<DirSnapshot>> {
+        let snapshot = Arc::new(DirSnapshot::new(inode));
+        snapshot.reader_moved(from);
         if self.versions_enabled() && super::versions::is_virtual(&inode.path) {
-            let entries = self.versions_entries(&inode).await?;
+            let entries = self.versions_entries(inode).await?;
             snapshot.push(entries.into_iter().map(|(name, attr)| DirEntry {
                 name,
                 attr,
                 etag: None,
             }));
             snapshot.finish(Ok(()));
-            return Ok(self.add_handle(Handle::Dir(snapshot)));
+            return Ok(snapshot);
         }
         // A new opendir lists afresh: `ls` after a change made elsewhere
         // shows it, as close-to-open consistency would.
@@ -178,7 +284,7 @@ impl Fs {
             dir_path: inode.path.to_string(),
             shown: local.iter().map(|(name, _)| name.clone()).collect(),
             held: BTreeMap::new(),
-            all: BTreeMap::new(),
+            all: Some(BTreeMap::new()),
             epoch,
         };
         snapshot.push(local.into_iter().map(|(name, attr)| DirEntry {
@@ -195,8 +301,18 @@ impl Fs {
         // what this mount does not know) while the next page is listed.
         let fs = self.clone();
         let task_snapshot = Arc::downgrade(&snapshot);
+        let mut reader_at = snapshot.reader_at.subscribe();
         let task = tokio::spawn(async move {
             loop {
+                // Far enough ahead of the reader: wait for it (or for the
+                // snapshot to go, which ends the wait).
+                let len = match task_snapshot.upgrade() {
+                    Some(snapshot) => snapshot.fill.borrow().len + listed.len(),
+                    None => return,
+                };
+                if !DirSnapshot::room_ahead(&mut reader_at, len).await {
+                    return;
+                }
                 let more = !pages.done;
                 let (page, entries) = tokio::join!(
                     async {
@@ -225,7 +341,7 @@ impl Fs {
             }
         });
         *snapshot.task.lock() = Some(task.abort_handle());
-        Ok(self.add_handle(Handle::Dir(snapshot)))
+        Ok(snapshot)
     }
 
     /// A page's entries, in order: directories at once, files once the
@@ -284,7 +400,12 @@ impl Fs {
         if filler.shown.insert(name.clone()) {
             out.push((name.clone(), listed.clone()));
         }
-        filler.all.insert(name, listed);
+        if let Some(all) = &mut filler.all {
+            all.insert(name, listed);
+            if all.len() > LISTING_CACHE_ENTRIES {
+                filler.all = None;
+            }
+        }
     }
 
     /// Listed entries with attributes as true as a `stat` of each (see
@@ -317,8 +438,8 @@ impl Fs {
     /// The listing ended (or failed): the snapshot is complete, and a
     /// complete listing answers lookups in the directory for a while.
     fn finish_filling(&self, snapshot: &DirSnapshot, filler: Filler, result: FsResult<()>) {
-        if result.is_ok() {
-            self.cache_listing_since(&filler.dir_path, filler.all, false, filler.epoch);
+        if let (Ok(()), Some(all)) = (&result, filler.all) {
+            self.cache_listing_since(&filler.dir_path, all, false, filler.epoch);
         }
         snapshot.finish(result);
     }

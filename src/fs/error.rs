@@ -57,6 +57,10 @@ impl std::error::Error for FsError {}
 
 /// The errno for an S3 failure.
 pub fn errno_for(err: &S3Error) -> i32 {
+    // B2's transaction and download caps: a quota, not a permission.
+    if err.is_cap_exceeded() {
+        return libc::EDQUOT;
+    }
     match &*err.kind {
         ErrorKind::Service { status, code, .. } => match (*status, code.as_str()) {
             // B2's storage cap (a 403) and S3's size limits.
@@ -149,5 +153,20 @@ mod tests {
             errno_for(&service(403, "StorageLimitExceeded")),
             libc::EDQUOT
         );
+        let cap = S3Error::new(
+            "GetObject",
+            Some("k"),
+            ErrorKind::Service {
+                status: 403,
+                code: "AccessDenied".into(),
+                message: "Cannot download file, download bandwidth or transaction (Class B) \
+                          cap exceeded."
+                    .into(),
+                request_id: None,
+            },
+        );
+        assert_eq!(errno_for(&cap), libc::EDQUOT, "a cap is a quota");
+        assert!(!cap.is_access_denied(), "not a missing name or permission");
+        assert!(!cap.is_retryable());
     }
 }

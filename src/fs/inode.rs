@@ -5,9 +5,17 @@
 //! life of the mount even after the kernel forgets it and looks it up again,
 //! while memory holds only the inodes the kernel currently knows. A hash
 //! collision (two live paths, one number) moves the newcomer to the next
-//! free number. A rename keeps the numbers the kernel holds, so the table
-//! also indexes inodes by their current path: a renamed file must be found
-//! under its new name, not given a second inode there.
+//! free number. A rename keeps the numbers the kernel holds, so a renamed
+//! file must be found under its new name, not given a second inode there.
+//!
+//! So a path is found at its hash's number, unless it is one of the few
+//! "displaced" paths (a collision's newcomer, a renamed inode, a new file
+//! under the name of an unlinked one still open), which a small map holds.
+//! No second index of every path: after `ls -l` or `find` of a million
+//! objects the kernel holds a million inodes, and each byte per inode is a
+//! megabyte. For the same reason inodes are boxed: the map's slots are a
+//! pointer wide, and the growth of the map (which doubles its slots) costs
+//! 16 bytes a slot rather than the size of an inode.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -40,7 +48,7 @@ pub struct Inode {
     /// no longer found by its path, its attributes are the last known,
     /// with no link (`fstat` shows `nlink` 0).
     pub unlinked: bool,
-    lookups: u64,
+    lookups: u32,
 }
 
 impl Inode {
@@ -54,9 +62,9 @@ pub struct InodeTable {
 }
 
 struct Table {
-    by_ino: HashMap<Ino, Inode>,
-    /// The inode each path names now.
-    by_path: HashMap<Arc<str>, Ino>,
+    by_ino: HashMap<Ino, Box<Inode>>,
+    /// The paths whose inode is not at their hash's number.
+    displaced: HashMap<Arc<str>, Ino>,
 }
 
 impl Table {
@@ -67,6 +75,32 @@ impl Table {
             ino = ino.wrapping_add(1).max(2);
         }
         ino
+    }
+
+    /// The inode that holds `path` now.
+    fn find(&self, path: &str) -> Option<Ino> {
+        if let Some(ino) = self.displaced.get(path) {
+            return Some(*ino);
+        }
+        let ino = hash_ino(path);
+        let inode = self.by_ino.get(&ino)?;
+        (&*inode.path == path && !inode.unlinked).then_some(ino)
+    }
+
+    /// `ino` holds `path` now (taking it over from any other inode).
+    fn holds(&mut self, path: Arc<str>, ino: Ino) {
+        if hash_ino(&path) == ino {
+            self.displaced.remove(&path);
+        } else {
+            self.displaced.insert(path, ino);
+        }
+    }
+
+    /// `ino` no longer holds `path`, if it did.
+    fn let_go(&mut self, path: &str, ino: Ino) {
+        if self.displaced.get(path) == Some(&ino) {
+            self.displaced.remove(path);
+        }
     }
 }
 
@@ -102,8 +136,9 @@ impl InodeTable {
         };
         InodeTable {
             inner: Mutex::new(Table {
-                by_path: HashMap::from([(root.path.clone(), ROOT_INO)]),
-                by_ino: HashMap::from([(ROOT_INO, root)]),
+                // The root's path "" does not hash to 1.
+                displaced: HashMap::from([(root.path.clone(), ROOT_INO)]),
+                by_ino: HashMap::from([(ROOT_INO, Box::new(root))]),
             }),
         }
     }
@@ -113,7 +148,7 @@ impl InodeTable {
     }
 
     pub fn get(&self, ino: Ino) -> Option<Inode> {
-        self.lock().by_ino.get(&ino).cloned()
+        self.lock().by_ino.get(&ino).map(|i| Inode::clone(i))
     }
 
     /// Record what is known of `path` (a child of `parent`) and count one
@@ -128,7 +163,7 @@ impl InodeTable {
         lookup: bool,
     ) -> Inode {
         let mut table = self.lock();
-        if let Some(ino) = table.by_path.get(path).copied() {
+        if let Some(ino) = table.find(path) {
             if let Some(existing) = table.by_ino.get_mut(&ino) {
                 existing.attr = attr;
                 existing.valid_until = valid_until;
@@ -137,9 +172,9 @@ impl InodeTable {
                 }
                 existing.parent = parent;
                 if lookup {
-                    existing.lookups += 1;
+                    existing.lookups = existing.lookups.saturating_add(1);
                 }
-                return existing.clone();
+                return Inode::clone(existing);
             }
         }
         let ino = table.free_ino(path);
@@ -153,20 +188,17 @@ impl InodeTable {
             etag,
             cached_etag: None,
             unlinked: false,
-            lookups: u64::from(lookup),
+            lookups: u32::from(lookup),
         };
-        table.by_ino.insert(ino, inode.clone());
-        table.by_path.insert(path, ino);
+        table.by_ino.insert(ino, Box::new(inode.clone()));
+        table.holds(path, ino);
         inode
     }
 
     /// The number `path` has, or would get, without registering it.
     pub fn peek_ino(&self, path: &str) -> Ino {
         let table = self.lock();
-        match table.by_path.get(path) {
-            Some(ino) => *ino,
-            None => table.free_ino(path),
-        }
+        table.find(path).unwrap_or_else(|| table.free_ino(path))
     }
 
     /// Refresh the attributes of a known inode.
@@ -174,12 +206,12 @@ impl InodeTable {
         let mut table = self.lock();
         let inode = table.by_ino.get_mut(&ino)?;
         f(inode);
-        Some(inode.clone())
+        Some(Inode::clone(inode))
     }
 
     /// The inode currently holding `path`, if any.
     pub fn find(&self, path: &str) -> Option<Ino> {
-        self.lock().by_path.get(path).copied()
+        self.lock().find(path)
     }
 
     /// After a rename: `from` (and everything below it) is now `to`. The
@@ -188,6 +220,15 @@ impl InodeTable {
         let below = format!("{from}/");
         let mut table = self.lock();
         let table = &mut *table;
+        // A target the rename replaces is gone, as if unlinked: the kernel
+        // may still hold it open, but its name is the moved inode's now.
+        if let Some(replaced) = table.find(to) {
+            if let Some(inode) = table.by_ino.get_mut(&replaced) {
+                if &*inode.path == to {
+                    inode.unlinked = true;
+                }
+            }
+        }
         let mut moved = Vec::new();
         for inode in table.by_ino.values_mut() {
             let new_path = if &*inode.path == from {
@@ -203,15 +244,13 @@ impl InodeTable {
             moved.push((old, inode.path.clone(), inode.ino));
         }
         for (old, _, ino) in &moved {
-            if table.by_path.get(old) == Some(ino) {
-                table.by_path.remove(old);
-            }
+            table.let_go(old, *ino);
         }
         // The moved inodes take their new paths over from whatever held
         // them (a replaced target, which keeps its number until the kernel
         // forgets it).
         for (_, new, ino) in moved {
-            table.by_path.insert(new, ino);
+            table.holds(new, ino);
         }
     }
 
@@ -219,7 +258,8 @@ impl InodeTable {
     /// open file, is no longer found by path and counts no link.
     pub fn unlinked(&self, path: &str) {
         let mut table = self.lock();
-        if let Some(ino) = table.by_path.remove(path) {
+        if let Some(ino) = table.find(path) {
+            table.let_go(path, ino);
             if let Some(inode) = table.by_ino.get_mut(&ino) {
                 inode.unlinked = true;
             }
@@ -235,13 +275,13 @@ impl InodeTable {
         let Some(inode) = table.by_ino.get_mut(&ino) else {
             return;
         };
-        inode.lookups = inode.lookups.saturating_sub(n);
+        inode.lookups = inode
+            .lookups
+            .saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
         if inode.lookups == 0 {
             let path = inode.path.clone();
             table.by_ino.remove(&ino);
-            if table.by_path.get(&path) == Some(&ino) {
-                table.by_path.remove(&path);
-            }
+            table.let_go(&path, ino);
         }
     }
 
@@ -302,11 +342,11 @@ mod tests {
         let y_ino = hash_ino("y");
         t.lock().by_ino.insert(
             y_ino,
-            Inode {
+            Box::new(Inode {
                 ino: y_ino,
                 path: Arc::from("other"),
                 ..a.clone()
-            },
+            }),
         );
         let y = t.remember(ROOT_INO, "y", attr(), None, now, true);
         assert_ne!(y.ino, y_ino);
@@ -333,5 +373,40 @@ mod tests {
         // The replaced target is forgotten without taking the name along.
         t.forget(target.ino, 1);
         assert_eq!(t.find("e"), Some(dir.ino));
+    }
+
+    #[test]
+    fn a_replaced_target_never_gets_its_name_back() {
+        let t = InodeTable::new(attr());
+        let now = Instant::now();
+        let moving = t.remember(ROOT_INO, "a", attr(), None, now, true);
+        let target = t.remember(ROOT_INO, "b", attr(), None, now, true);
+        t.rename("a", "b", ROOT_INO);
+        assert!(t.get(target.ino).expect("still held").unlinked);
+        // Once the moved inode is forgotten, "b" is a new inode, not the
+        // replaced one the kernel may still hold open.
+        t.forget(moving.ino, 1);
+        assert_eq!(t.find("b"), None);
+        let again = t.remember(ROOT_INO, "b", attr(), None, now, true);
+        assert_ne!(again.ino, target.ino);
+        assert_ne!(again.ino, moving.ino);
+    }
+
+    #[test]
+    fn a_new_file_under_an_unlinked_open_ones_name_is_another_inode() {
+        let t = InodeTable::new(attr());
+        let now = Instant::now();
+        let open = t.remember(ROOT_INO, "f", attr(), None, now, true);
+        t.unlinked("f");
+        assert_eq!(t.find("f"), None);
+        let new = t.remember(ROOT_INO, "f", attr(), None, now, true);
+        assert_ne!(new.ino, open.ino);
+        assert_eq!(t.find("f"), Some(new.ino));
+        // The open one goes; the new one keeps the name.
+        t.forget(open.ino, 1);
+        assert_eq!(t.find("f"), Some(new.ino));
+        t.forget(new.ino, 1);
+        assert_eq!(t.find("f"), None);
+        assert_eq!(t.len(), 1, "only the root is left");
     }
 }

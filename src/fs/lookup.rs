@@ -20,7 +20,7 @@ use super::attr::{Attr, Kind};
 use super::error::{FsError, FsResult};
 use super::inode::{child_path, Ino, Inode, ROOT_INO};
 use super::names::{is_valid_name, KEY_MAX, NAME_MAX};
-use super::{versions, Fs};
+use super::{versions, Fs, LISTING_CACHE_ENTRIES};
 use crate::s3::listing::MarkerGuard;
 use crate::s3::ListRequest;
 
@@ -299,8 +299,15 @@ impl Fs {
         });
         let mut listings = self.listings.lock();
         // Checked under the lock that changes take too.
-        if self.listing_epoch() == epoch {
+        if self.listing_epoch() == epoch && listing.entries.len() <= LISTING_CACHE_ENTRIES {
             listings.put(dir_path.to_owned(), listing.clone());
+            let mut total: usize = listings.iter().map(|(_, l)| l.entries.len()).sum();
+            while total > LISTING_CACHE_ENTRIES {
+                match listings.pop_lru() {
+                    Some((_, oldest)) => total -= oldest.entries.len(),
+                    None => break,
+                }
+            }
         }
         listing
     }

@@ -75,6 +75,12 @@ pub struct FsConfig {
 /// Directory listings kept at once (each lives `metadata_ttl`).
 const LISTING_CACHE_DIRS: usize = 64;
 
+/// Entries of all cached listings together (about 120 bytes each): a
+/// listing bigger than this is not kept at all, and older listings go
+/// to make room. A directory of a million objects would otherwise hold
+/// a hundred megabytes to answer lookups for one second.
+pub(crate) const LISTING_CACHE_ENTRIES: usize = 200_000;
+
 /// Directories whose recent uncached lookups are remembered.
 const COLD_DIRS: usize = 1024;
 

@@ -585,8 +585,12 @@ impl fuser::Filesystem for FuseAdapter {
         }
         let fs = self.fs.clone();
         self.rt.spawn(async move {
-            let entries = snapshot.entries_from(from).await;
-            fill_readdir(&fs, &snapshot, offset, entries, reply);
+            // The snapshot may be replaced by a fresh listing (a reader
+            // that went back): fill from the one the entries come from.
+            match fs.readdir_entries(fh.0, from).await {
+                Ok((snapshot, entries)) => fill_readdir(&fs, &snapshot, offset, Ok(entries), reply),
+                Err(e) => fill_readdir(&fs, &snapshot, offset, Err(e), reply),
+            }
         });
     }
 
@@ -608,8 +612,14 @@ impl fuser::Filesystem for FuseAdapter {
         }
         let fs = self.fs.clone();
         self.rt.spawn(async move {
-            let entries = snapshot.entries_from(from).await;
-            fill_readdirplus(&fs, &snapshot, offset, entries, reply);
+            // The snapshot may be replaced by a fresh listing (a reader
+            // that went back): fill from the one the entries come from.
+            match fs.readdir_entries(fh.0, from).await {
+                Ok((snapshot, entries)) => {
+                    fill_readdirplus(&fs, &snapshot, offset, Ok(entries), reply)
+                }
+                Err(e) => fill_readdirplus(&fs, &snapshot, offset, Err(e), reply),
+            }
         });
     }
 

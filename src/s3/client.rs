@@ -25,6 +25,7 @@ use super::retry::{parse_retry_after, RetryPolicy};
 use super::server_caps::ServerCaps;
 use super::signing::Signer;
 use super::sse::ServerSideEncryption;
+use super::throttle::Throttle;
 use super::types::PutOptions;
 use super::xml;
 
@@ -103,6 +104,11 @@ pub(crate) struct Inner {
     /// What the server honours (conditional PUTs), learnt as we go.
     pub(crate) caps: ServerCaps,
     price_list: PriceList,
+    /// Held on when the server asks to slow down: every request waits.
+    throttle: Throttle,
+    /// A cap refusal (B2's daily transaction or download caps) is logged
+    /// once.
+    cap_logged: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for S3Client {
@@ -291,6 +297,8 @@ impl S3Client {
                 checksum,
                 caps,
                 price_list,
+                throttle: Throttle::default(),
+                cap_logged: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -369,6 +377,7 @@ impl S3Client {
         let mut schedule = self.inner.retry.schedule();
         let mut attempt = 1;
         loop {
+            self.inner.throttle.wait().await;
             let started = Instant::now();
             let result = self.attempt(req, &url, read_body).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -387,17 +396,42 @@ impl S3Client {
                     err.attempts = attempt;
                     if err.is_retryable() {
                         if let Some(delay) = schedule.next_delay(err.retry_after) {
-                            tracing::warn!(
-                                op = req.op,
-                                key = req.key,
-                                attempt,
-                                "{err}; retrying in {} ms",
-                                delay.as_millis()
-                            );
+                            if err.is_throttling() {
+                                if self.inner.throttle.brake(delay) {
+                                    tracing::warn!(
+                                        op = req.op,
+                                        key = req.key,
+                                        "{err}: the server asks to slow down; every request \
+                                         of this mount waits {} ms",
+                                        delay.as_millis()
+                                    );
+                                }
+                            } else {
+                                tracing::warn!(
+                                    op = req.op,
+                                    key = req.key,
+                                    attempt,
+                                    "{err}; retrying in {} ms",
+                                    delay.as_millis()
+                                );
+                            }
                             tokio::time::sleep(delay).await;
                             attempt += 1;
                             continue;
                         }
+                    }
+                    if err.is_cap_exceeded()
+                        && !self
+                            .inner
+                            .cap_logged
+                            .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::error!(
+                            op = req.op,
+                            "the server refuses requests because a cap of the account is \
+                             reached ({err}): they fail with EDQUOT until the cap is raised \
+                             (B2: Caps & Alerts in the web console) or resets"
+                        );
                     }
                     tracing::debug!(
                         op = req.op,

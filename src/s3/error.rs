@@ -130,8 +130,47 @@ impl S3Error {
 
     /// Access is denied for these (valid) credentials.
     pub fn is_access_denied(&self) -> bool {
-        self.code() == Some("AccessDenied")
-            || (self.status() == Some(403) && !self.is_auth_failure())
+        (self.code() == Some("AccessDenied")
+            || (self.status() == Some(403) && !self.is_auth_failure()))
+            && !self.is_cap_exceeded()
+    }
+
+    /// A refusal because a cap of the account is reached: B2's daily
+    /// transaction and download caps answer `403` with a message saying
+    /// the cap is exceeded. Not a missing permission (so a lookup does not
+    /// take it for a missing name) and not worth retrying today.
+    pub fn is_cap_exceeded(&self) -> bool {
+        match &*self.kind {
+            ErrorKind::Service {
+                status: 403,
+                code,
+                message,
+                ..
+            } => {
+                let text = format!("{code} {message}").to_ascii_lowercase();
+                text.contains("cap") && text.contains("exceed")
+            }
+            _ => false,
+        }
+    }
+
+    /// The server asks for fewer requests: `503 SlowDown`, `429`, or a
+    /// throttling code. The whole mount slows down (`throttle.rs`).
+    pub fn is_throttling(&self) -> bool {
+        match &*self.kind {
+            ErrorKind::Service { status, code, .. } => {
+                matches!(status, 429 | 503)
+                    || matches!(
+                        code.as_str(),
+                        "SlowDown"
+                            | "Throttling"
+                            | "ThrottlingException"
+                            | "TooManyRequests"
+                            | "RequestLimitExceeded"
+                    )
+            }
+            _ => false,
+        }
     }
 
     /// Whether sending the same request again may succeed. This is the one

@@ -23,6 +23,7 @@ mod retry;
 mod server_caps;
 mod signing;
 pub mod sse;
+mod throttle;
 mod types;
 pub mod xml;
 
