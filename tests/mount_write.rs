@@ -936,3 +936,64 @@ async fn small_copies_follow_the_price_list() {
         );
     }
 }
+
+/// `rm -r` of a tree listed by this mount for the first time, as the bill
+/// bench does it: every file and directory goes, and rm reports nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rm_r_of_a_tree_made_elsewhere() {
+    let c = new_bucket("wrmr").await;
+    let names: Vec<String> = (0..1000)
+        .map(|i| format!("copy/d{}/f{i:04}", i / 100))
+        .collect();
+    use futures::StreamExt;
+    let options = PutOptions::default();
+    let results: Vec<_> = futures::stream::iter(&names)
+        .map(|k| c.put_object(k, Bytes::from_static(b"y"), &options))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+    let root = mount.path.clone();
+    let out = blocking(move || {
+        std::process::Command::new("rm")
+            .arg("-r")
+            .arg(root.join("copy"))
+            .output()
+            .expect("rm runs")
+    })
+    .await;
+    assert!(
+        out.status.success(),
+        "rm -r: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(keys(&c, "copy/").await.is_empty());
+}
+
+/// A directory without a marker that this mount emptied stays a directory
+/// until its rmdir (which `rm -r` sends last), and after that rmdir the
+/// name is free for a new directory at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_implicit_directory_lives_until_its_rmdir() {
+    let c = new_bucket("wempty").await;
+    put(&c, "d/f", b"x").await;
+    let mount = Mount::start(c.bucket(), &server().endpoint, &["-o", "metadata_ttl=0"]);
+    let d = mount.path.join("d");
+    blocking(move || {
+        std::fs::remove_file(d.join("f")).unwrap();
+        // TTL 0: every check asks the bucket, which has nothing under d/.
+        assert!(d.is_dir(), "still a directory on this mount");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "and empty");
+        // Held open (as a shell's working directory would be) across its
+        // rmdir, so that the kernel keeps its inode.
+        let held = std::fs::File::open(&d).expect("open the directory");
+        std::fs::remove_dir(&d).expect("rmdir");
+        assert!(!d.exists());
+        std::fs::create_dir(&d).expect("mkdir of the name again");
+        assert!(d.is_dir());
+        drop(held);
+    })
+    .await;
+    assert_eq!(keys(&c, "d").await, ["d/"], "the new directory's marker");
+}

@@ -414,11 +414,17 @@ impl Fs {
     /// fresh cache knows.
     pub(crate) async fn resolve(&self, dir_path: &str, name: &str) -> FsResult<Option<Resolved>> {
         let mut resolved = self.resolve_uncorrected(dir_path, name).await?;
-        if resolved.is_none() && self.has_local_below(&child_path(dir_path, name)) {
+        let path = child_path(dir_path, name);
+        if resolved.is_none() && self.has_local_below(&path) {
             resolved = Some(Resolved {
                 attr: self.config.attrs.dir(None),
                 etag: None,
             });
+        }
+        if resolved.is_none() {
+            resolved = self
+                .emptied_here(&path)
+                .map(|attr| Resolved { attr, etag: None });
         }
         if let Some(r) = &mut resolved {
             self.dir_time(&child_path(dir_path, name), &mut r.attr);

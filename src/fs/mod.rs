@@ -269,6 +269,29 @@ impl Fs {
             .put(dir_path.to_owned(), std::time::SystemTime::now());
     }
 
+    /// Whether the kernel holds `path` as a directory inode.
+    pub(crate) fn known_dir(&self, path: &str) -> bool {
+        self.known_dir_attr(path).is_some()
+    }
+
+    fn known_dir_attr(&self, path: &str) -> Option<Attr> {
+        let inode = self.inodes.get(self.inodes.find(path)?)?;
+        (inode.attr.kind == Kind::Dir).then_some(inode.attr)
+    }
+
+    /// A directory with no marker exists in the bucket only while keys are
+    /// below it: one this mount just emptied (`rm -r` removing its files)
+    /// is gone from the bucket before its own rmdir comes, and the
+    /// kernel's lookup before that rmdir must still find it. So a
+    /// directory the kernel holds, changed through this mount, stays an
+    /// (empty) directory on this mount until it is removed or forgotten.
+    pub(crate) fn emptied_here(&self, path: &str) -> Option<Attr> {
+        if !self.dir_times.lock().contains(path) {
+            return None;
+        }
+        self.known_dir_attr(path)
+    }
+
     /// Show a directory's last change through this mount, if later than
     /// what S3 says.
     pub(crate) fn dir_time(&self, dir_path: &str, attr: &mut Attr) {

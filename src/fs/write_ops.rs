@@ -860,6 +860,12 @@ impl Fs {
         let path = self.checked_child_path(&parent_inode, name)?;
         self.refuse_virtual(&path)?;
         match self.resolve(&parent_inode.path, name).await? {
+            // A directory with no marker exists only while keys are below
+            // it: one emptied by `rm -r` (or by another client) is gone
+            // from the bucket before its rmdir comes. The kernel still
+            // knows it as a directory here, so rmdir succeeds, as the
+            // directory's last step, instead of `rm -r` failing on it.
+            None if self.known_dir(&path) => {}
             None => return Err(FsError::not_found()),
             Some(r) if r.attr.kind != Kind::Dir => {
                 return Err(FsError::new(libc::ENOTDIR, "not a directory"))
@@ -876,6 +882,9 @@ impl Fs {
         self.invalidate_listing(&path);
         self.touch_dir(&parent_inode.path);
         self.remember_missing(&path);
+        // Gone, even while the kernel still holds its inode: a new mkdir
+        // of the name is a new directory.
+        self.inodes.unlinked(&path);
         Ok(())
     }
 
