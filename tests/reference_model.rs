@@ -22,7 +22,7 @@
 //! `tests/reference_model.proptest-regressions`, which is replayed first on
 //! every run; the bugs found so far also have their own tests at the end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -268,6 +268,10 @@ struct Model {
     bucket: BTreeMap<String, Vec<Option<Vec<u8>>>>,
     local: BTreeMap<String, Local>,
     handles: Vec<Handle>,
+    /// Directories this mount unlinked or moved a file out of, and has not
+    /// removed or moved since: they stay directories on the mount even
+    /// when nothing is left below them in the bucket (as for `rm -r`).
+    kept: BTreeSet<String>,
     /// Distinct bytes for every write, so that any mix shows.
     stamp: u8,
 }
@@ -283,6 +287,7 @@ impl Model {
                 .collect(),
             local: BTreeMap::new(),
             handles: Vec::new(),
+            kept: BTreeSet::new(),
             stamp: 0,
         }
     }
@@ -319,11 +324,20 @@ impl Model {
 }
 
 /// A directory exists if its marker or any key below it does (or a file
-/// made on this mount and not stored yet is in it).
+/// made on this mount and not stored yet is in it, or this mount emptied
+/// it and has not removed it).
 fn dir_exists(bucket: &MemoryStore, m: &Model, dir: &str) -> bool {
     let prefix = format!("{dir}/");
     bucket.contents().keys().any(|k| k.starts_with(&prefix))
         || m.local.keys().any(|p| p.starts_with(&prefix))
+        || m.kept.contains(dir)
+}
+
+/// The directory a path is in, if not the root.
+fn dir_of(path: &str) -> Option<String> {
+    Some(split(path).0)
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned)
 }
 
 fn parent_exists(bucket: &MemoryStore, m: &Model, path: &str) -> bool {
@@ -705,6 +719,10 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
                         (content.is_some() && to_parent) || fired(),
                         "rename of missing {from}, or into a missing directory, worked"
                     );
+                    // A rename onto itself changes nothing.
+                    if from != to {
+                        m.kept.extend(dir_of(from));
+                    }
                     if from != to {
                         m.set(to, content);
                         m.set(from, None);
@@ -734,7 +752,10 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
             }
             .await;
             match result {
-                Ok(()) => m.set(path, None),
+                Ok(()) => {
+                    m.set(path, None);
+                    m.kept.extend(dir_of(path));
+                }
                 Err(_) if fired() => m.maybe(path, None),
                 Err(e) => prop_assert!(
                     !exists && e.errno == libc::ENOENT,
@@ -844,6 +865,7 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
                         "rmdir {dir} (exists: {exists}, empty: {empty}) worked"
                     );
                     m.set(&marker, None);
+                    m.kept.remove(dir);
                 }
                 Err(_) if fired() => m.maybe(&marker, None),
                 Err(e) => prop_assert!(
@@ -877,15 +899,26 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
             match result {
                 Ok(()) => {
                     prop_assert!(exists || fired(), "rename of missing {from} worked");
+                    m.kept.remove(from);
+                    // An empty directory (one this mount emptied) needs a
+                    // marker to exist at its new name.
+                    let empty = moves.iter().all(|(_, _, content)| content.is_none());
                     for (old, new, content) in moves {
                         m.set(&new, content);
                         m.set(&old, None);
                     }
+                    if empty {
+                        m.set(&format!("{to}/"), Some(Vec::new()));
+                    }
                 }
                 Err(_) if fired() => {
+                    let empty = moves.iter().all(|(_, _, content)| content.is_none());
                     for (old, new, content) in moves {
                         m.maybe(&new, content);
                         m.maybe(&old, None);
+                    }
+                    if empty {
+                        m.maybe(&format!("{to}/"), Some(Vec::new()));
                     }
                 }
                 Err(e) => prop_assert!(

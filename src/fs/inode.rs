@@ -231,6 +231,11 @@ impl InodeTable {
         }
         let mut moved = Vec::new();
         for inode in table.by_ino.values_mut() {
+            // An unlinked inode (open, removed) is not at any path: it does
+            // not move with the directory it was in.
+            if inode.unlinked {
+                continue;
+            }
             let new_path = if &*inode.path == from {
                 inode.parent = new_parent;
                 to.to_owned()

@@ -90,6 +90,9 @@ const NEGATIVE_ENTRIES: usize = 10_000;
 /// Directories whose last change through this mount is remembered.
 const DIR_TIMES: usize = 100_000;
 
+/// Directories kept while this mount may have emptied them.
+const KEPT_DIRS: usize = 10_000;
+
 /// Paths under `.versions` whose meaning is remembered.
 const VNODES: usize = 100_000;
 
@@ -181,6 +184,10 @@ pub struct Fs {
     /// implicit directories, and rewriting a marker per change would cost a
     /// request per file created).
     dir_times: Mutex<LruCache<String, std::time::SystemTime>>,
+    /// Directories this mount removed or moved a file out of: one without
+    /// a marker may be empty now, and stays a directory here until its
+    /// rmdir (see `emptied_here`).
+    kept_dirs: Mutex<LruCache<String, ()>>,
     /// What each path under `.versions` names.
     vnodes: Mutex<LruCache<String, versions::VNode>>,
     /// ListObjectVersions results by prefix.
@@ -225,6 +232,7 @@ impl Fs {
             write_ctx,
             local: Mutex::new(HashMap::new()),
             dir_times: Mutex::new(lru(DIR_TIMES)),
+            kept_dirs: Mutex::new(lru(KEPT_DIRS)),
             vnodes: Mutex::new(lru(VNODES)),
             version_listings: Mutex::new(lru(VERSION_LISTINGS)),
             odd_keys: OddKeyLog::default(),
@@ -283,13 +291,26 @@ impl Fs {
     /// below it: one this mount just emptied (`rm -r` removing its files)
     /// is gone from the bucket before its own rmdir comes, and the
     /// kernel's lookup before that rmdir must still find it. So a
-    /// directory the kernel holds, changed through this mount, stays an
-    /// (empty) directory on this mount until it is removed or forgotten.
+    /// directory the kernel holds, that this mount removed or moved a file
+    /// out of, stays an (empty) directory on this mount until its rmdir
+    /// or rename.
     pub(crate) fn emptied_here(&self, path: &str) -> Option<Attr> {
-        if !self.dir_times.lock().contains(path) {
+        if !self.kept_dirs.lock().contains(path) {
             return None;
         }
         self.known_dir_attr(path)
+    }
+
+    /// A file left directory `dir_path` through this mount.
+    pub(crate) fn keep_dir(&self, dir_path: &str) {
+        if !dir_path.is_empty() {
+            self.kept_dirs.lock().put(dir_path.to_owned(), ());
+        }
+    }
+
+    /// Directory `dir_path` was removed or moved through this mount.
+    pub(crate) fn unkeep_dir(&self, dir_path: &str) {
+        self.kept_dirs.lock().pop(dir_path);
     }
 
     /// Show a directory's last change through this mount, if later than

@@ -79,8 +79,10 @@ impl Fs {
         }
         if source.kind == Kind::Dir {
             self.rename_dir(&from, &to).await?;
+            self.unkeep_dir(&from);
         } else {
             self.rename_file(&from, &to).await?;
+            self.keep_dir(&from_dir.path);
         }
         self.inodes.rename(&from, &to, new_parent);
         for dir in [&from_dir.path, &to_dir.path] {

@@ -774,6 +774,7 @@ impl Fs {
         self.inodes.unlinked(&path);
         self.child_changed(&parent_inode.path, name, None);
         self.touch_dir(&parent_inode.path);
+        self.keep_dir(&parent_inode.path);
         self.remember_missing(&path);
         Ok(())
     }
@@ -885,6 +886,7 @@ impl Fs {
         // Gone, even while the kernel still holds its inode: a new mkdir
         // of the name is a new directory.
         self.inodes.unlinked(&path);
+        self.unkeep_dir(&path);
         Ok(())
     }
 
