@@ -897,10 +897,12 @@ async fn small_copies_follow_the_price_list() {
             2,
             "{price_list}: big objects copy server-side"
         );
-        assert_eq!(
-            copies("") - copies("/big"),
-            small_copies,
-            "{price_list}: server-side copies of small objects: {:#?}",
+        // The chmod right after the file's last close may come before the
+        // kernel's release of it, and then rides on that upload instead.
+        let small_seen = copies("") - copies("/big");
+        assert!(
+            small_seen <= small_copies && small_seen + 1 >= small_copies,
+            "{price_list}: {small_seen} server-side copies of small objects: {:#?}",
             proxy.seen()
         );
         drop(mount);

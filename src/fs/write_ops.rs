@@ -887,6 +887,8 @@ impl Fs {
         // of the name is a new directory.
         self.inodes.unlinked(&path);
         self.unkeep_dir(&path);
+        // Its parent may be empty now, as after an unlink.
+        self.keep_dir(&parent_inode.path);
         Ok(())
     }
 
