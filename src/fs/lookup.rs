@@ -383,6 +383,16 @@ impl Fs {
         }
     }
 
+    /// The file at `path` changed through this mount (saved, chmod, a copy
+    /// into it), keeping its name: listings showing its old attributes
+    /// go, and a name index of its directory stays (the name is still
+    /// there), so that the next new name there costs no request (`cp -r`
+    /// copies and closes a file between each two lookups).
+    pub(crate) fn file_changed(&self, path: &str) {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        self.child_changed(dir, name, Some(Self::listed_file()));
+    }
+
     /// A directory this mount just made: it has no children, which
     /// lookups may know without asking until `metadata_ttl` passes.
     pub(crate) fn new_empty_dir(&self, dir_path: &str) {

@@ -431,7 +431,7 @@ impl Fs {
                     local.remove(path.as_str());
                 }
                 drop(local);
-                self.invalidate_listing(parent_of(&path));
+                self.file_changed(&path);
                 self.inodes.update(ino, |i| i.valid_until = Instant::now());
             }
             Err(e) => tracing::error!(
@@ -552,7 +552,7 @@ impl Fs {
                 }
             }
         }
-        self.invalidate_listing(parent_of(&inode.path));
+        self.file_changed(&inode.path);
         self.inodes.update(ino, |i| i.valid_until = Instant::now());
         self.getattr(ino).await
     }
@@ -944,6 +944,16 @@ impl Fs {
         self.copy_object(&from, &to, source.size, MetadataDirective::Replace(options))
             .await?;
         let copied = self.store.head_object(&to, None).await?;
+        // Known from here on: a later lookup or listing of the copy (`cp -r`
+        // stats what it made once the attributes expire) needs no listing
+        // to tell it is a file, and a listing showing this version no HEAD.
+        self.known.learn_file(
+            &to,
+            &copied.etag,
+            copied.size,
+            Some(copied.last_modified),
+            self.attr_of_head(&copied),
+        );
         dirty
             .adopt(
                 &ctx,
@@ -958,7 +968,7 @@ impl Fs {
         self.publish(Some(ino), &path, &dirty_arc, &dirty);
         self.inodes
             .update(ino, |i| i.etag = Some(Arc::from(copied.etag.as_str())));
-        self.invalidate_listing(parent_of(&path));
+        self.file_changed(&path);
         Ok(copied.size)
     }
 

@@ -24,7 +24,6 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 use super::attr::Kind;
 use super::error::{FsError, FsResult};
 use super::inode::Ino;
-use super::write_ops::parent_of;
 use super::Fs;
 use crate::s3::{MetadataDirective, ObjectMeta, PutOptions};
 
@@ -288,7 +287,7 @@ impl Fs {
                 return Err(FsError::not_found());
             }
         }
-        self.invalidate_listing(parent_of(&inode.path));
+        self.file_changed(&inode.path);
         self.inodes.update(ino, |i| i.valid_until = Instant::now());
         Ok(())
     }
