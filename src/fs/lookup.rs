@@ -383,14 +383,18 @@ impl Fs {
         }
     }
 
-    /// The file at `path` changed through this mount (saved, chmod, a copy
-    /// into it), keeping its name: listings showing its old attributes
-    /// go, and a name index of its directory stays (the name is still
-    /// there), so that the next new name there costs no request (`cp -r`
-    /// copies and closes a file between each two lookups).
-    pub(crate) fn file_changed(&self, path: &str) {
+    /// The entry at `path` (of `kind`) changed through this mount (a save,
+    /// chmod, a copy into it), keeping its name: listings showing its old
+    /// attributes go, and a name index of its directory stays (the name is
+    /// still there, as what it was), so that the next new name there costs
+    /// no request (`cp -r` copies and closes a file between two lookups).
+    pub(crate) fn entry_changed(&self, path: &str, kind: Kind) {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        self.child_changed(dir, name, Some(Self::listed_file()));
+        let listed = match kind {
+            Kind::Dir => Listed::Dir { marker_time: None },
+            _ => Self::listed_file(),
+        };
+        self.child_changed(dir, name, Some(listed));
     }
 
     /// A directory this mount just made: it has no children, which

@@ -431,7 +431,7 @@ impl Fs {
                     local.remove(path.as_str());
                 }
                 drop(local);
-                self.file_changed(&path);
+                self.entry_changed(&path, Kind::File);
                 self.inodes.update(ino, |i| i.valid_until = Instant::now());
             }
             Err(e) => tracing::error!(
@@ -552,7 +552,7 @@ impl Fs {
                 }
             }
         }
-        self.file_changed(&inode.path);
+        self.entry_changed(&inode.path, inode.attr.kind);
         self.inodes.update(ino, |i| i.valid_until = Instant::now());
         self.getattr(ino).await
     }
@@ -968,7 +968,7 @@ impl Fs {
         self.publish(Some(ino), &path, &dirty_arc, &dirty);
         self.inodes
             .update(ino, |i| i.etag = Some(Arc::from(copied.etag.as_str())));
-        self.file_changed(&path);
+        self.entry_changed(&path, Kind::File);
         Ok(copied.size)
     }
 

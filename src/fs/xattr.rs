@@ -287,7 +287,7 @@ impl Fs {
                 return Err(FsError::not_found());
             }
         }
-        self.file_changed(&inode.path);
+        self.entry_changed(&inode.path, inode.attr.kind);
         self.inodes.update(ino, |i| i.valid_until = Instant::now());
         Ok(())
     }
