@@ -280,14 +280,16 @@ def is_mounted(path):
 class Tool:
     """One FUSE mount tool, run in the foreground as our child."""
 
-    def __init__(self, name, garage, work, endpoint=ENDPOINT, strict=False):
+    def __init__(self, name, garage, work, endpoint=ENDPOINT, strict=False, extra=()):
         self.name = name
         self.g = garage
         self.work = work
         # Where the tool sends its requests (bill.py puts a counting proxy
-        # there), and whether to run it with no metadata caching at all.
+        # there), whether to run it with no metadata caching at all, and
+        # options of a variant (bucketfs with --price-list b2, ...).
         self.endpoint = endpoint
         self.strict = strict
+        self.extra = list(extra)
 
     def command(self, mnt):
         g = self.g
@@ -324,7 +326,7 @@ class Tool:
                 cmd += ["--metadata-ttl", "minimal"]
         else:
             raise ValueError(self.name)
-        return cmd, env
+        return cmd + self.extra, env
 
     def mount(self):
         self.mnt = tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.work)

@@ -344,14 +344,9 @@ def measure(tool_name, garage, work, proxy_url, counts, workload, ctx, strict, l
         fixture(s3, ctx)
     drop_caches()
     counts.reset()
-    tool = Tool(tool_name.removesuffix("-b2"), garage, work, endpoint=proxy_url, strict=strict)
-    if tool_name.endswith("-b2"):
-        original = tool.command
-
-        def command(mnt, original=original):
-            cmd, env = original(mnt)
-            return cmd + ["--price-list", "b2"], env
-        tool.command = command
+    extra = ["--price-list", "b2"] if tool_name.endswith("-b2") else []
+    tool = Tool(tool_name.removesuffix("-b2"), garage, work, endpoint=proxy_url, strict=strict,
+                extra=extra)
     tool.mount()
     start = time.monotonic()
     outcome = "ok"

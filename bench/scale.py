@@ -255,14 +255,8 @@ def main():
     try:
         for name in names:
             base = name.split("-trust")[0]
-            tool = Tool(base, FakeGarage(), work, endpoint=endpoint)
-            if name.endswith("-trust"):
-                original = tool.command
-
-                def command(mnt, original=original):
-                    cmd, env = original(mnt)
-                    return cmd + ["-o", "trust_listings"], env
-                tool.command = command
+            extra = ["-o", "trust_listings"] if name.endswith("-trust") else []
+            tool = Tool(base, FakeGarage(), work, endpoint=endpoint, extra=extra)
             drop_caches()
             tool.mount()
             r = {}

@@ -814,14 +814,7 @@ fn libc_readdir(dir: *mut libc::DIR, limit: usize) -> Vec<(String, libc::c_long)
 async fn rewinddir_and_seekdir_after_reading_a_directory() {
     let c = new_bucket("rewind").await;
     let keys: Vec<String> = (0..2500).map(|i| format!("d/f{i:04}")).collect();
-    use futures::StreamExt;
-    let options = PutOptions::default();
-    let results: Vec<_> = futures::stream::iter(&keys)
-        .map(|k| c.put_object(k, Bytes::from_static(b"x"), &options))
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    assert!(results.iter().all(|r| r.is_ok()));
+    support::put_many(&c, &keys, b"x").await;
     let mount = Mount::start(c.bucket(), &server().endpoint, &["-o", "trust_listings"]);
     let path = mount.path.join("d");
     blocking(move || {

@@ -953,14 +953,7 @@ async fn rm_r_of_a_tree_made_elsewhere() {
     let names: Vec<String> = (0..1000)
         .map(|i| format!("copy/d{}/f{i:04}", i / 100))
         .collect();
-    use futures::StreamExt;
-    let options = PutOptions::default();
-    let results: Vec<_> = futures::stream::iter(&names)
-        .map(|k| c.put_object(k, Bytes::from_static(b"y"), &options))
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    assert!(results.iter().all(|r| r.is_ok()));
+    support::put_many(&c, &names, b"y").await;
     let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
     let root = mount.path.clone();
     let out = blocking(move || {

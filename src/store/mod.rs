@@ -243,15 +243,7 @@ pub trait ObjectStore: Send + Sync {
                 };
                 let (meta, body) = self.get_object_bytes(&source.key, pinned).await?;
                 // A source found bigger than listed is still copied whole.
-                let options = match directive {
-                    MetadataDirective::Replace(options) => options.clone(),
-                    MetadataDirective::Copy => PutOptions {
-                        content_type: meta.content_type,
-                        user_metadata: meta.user_metadata,
-                        content_headers: meta.content_headers,
-                        if_none_match_any: false,
-                    },
-                };
+                let options = options_of_copy(directive, meta);
                 self.put_object(dest, body, &options).await?;
                 return Ok(());
             }
@@ -266,18 +258,10 @@ pub trait ObjectStore: Send + Sync {
                 .await?;
             let source = &CopySource {
                 key: source.key.clone(),
-                version_id: source.version_id.clone().or(meta.version_id),
-                if_match: source.if_match.clone().or(Some(meta.etag)),
+                version_id: source.version_id.clone().or(meta.version_id.clone()),
+                if_match: source.if_match.clone().or(Some(meta.etag.clone())),
             };
-            let options = match directive {
-                MetadataDirective::Replace(options) => options.clone(),
-                MetadataDirective::Copy => PutOptions {
-                    content_type: meta.content_type,
-                    user_metadata: meta.user_metadata,
-                    content_headers: meta.content_headers,
-                    if_none_match_any: false,
-                },
-            };
+            let options = options_of_copy(directive, meta);
             let part = COPY_PART.max(size.div_ceil(MAX_PARTS as u64));
             let ranges: Vec<Range<u64>> = (0..size)
                 .step_by(part as usize)
@@ -307,5 +291,20 @@ pub trait ObjectStore: Send + Sync {
             }
             done
         })
+    }
+}
+
+/// What a copy made by a new upload (re-upload, multipart copy) gives the
+/// new object: the directive's metadata, or, for `COPY`, the source's own
+/// (`meta`, from its GET or HEAD), as a server-side copy would keep it.
+fn options_of_copy(directive: &MetadataDirective, meta: ObjectMeta) -> PutOptions {
+    match directive {
+        MetadataDirective::Replace(options) => options.clone(),
+        MetadataDirective::Copy => PutOptions {
+            content_type: meta.content_type,
+            user_metadata: meta.user_metadata,
+            content_headers: meta.content_headers,
+            if_none_match_any: false,
+        },
     }
 }

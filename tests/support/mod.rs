@@ -277,6 +277,20 @@ pub async fn put(client: &S3Client, key: &str, body: &[u8]) {
         .unwrap_or_else(|e| panic!("put {key}: {e}"));
 }
 
+/// Store many small objects through the S3 API, 32 at once.
+pub async fn put_many(client: &S3Client, keys: &[String], body: &'static [u8]) {
+    use futures::StreamExt;
+    let options = bucketfs::s3::PutOptions::default();
+    let results: Vec<_> = futures::stream::iter(keys)
+        .map(|k| client.put_object(k, bytes::Bytes::from_static(body), &options))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for result in results {
+        result.unwrap_or_else(|e| panic!("a put of {} keys: {e}", keys.len()));
+    }
+}
+
 /// The sorted names in a directory.
 pub fn names(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
