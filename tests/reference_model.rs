@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bucketfs::fs::attr::AttrDefaults;
+use bucketfs::fs::attr::{AttrDefaults, Kind};
 use bucketfs::fs::{Caller, Fs, FsConfig, FsError, Ino, SetAttr, VersionsMode, ROOT_INO};
 use bucketfs::read::ReadTuning;
 use bucketfs::s3::PutOptions;
@@ -51,6 +51,11 @@ struct Setup {
 }
 
 fn setup(store: MemoryStoreConfig) -> Setup {
+    setup_with_ttl(store, Duration::ZERO)
+}
+
+/// A core whose attributes, listings and misses are trusted for `ttl`.
+fn setup_with_ttl(store: MemoryStoreConfig, ttl: Duration) -> Setup {
     let bucket = Arc::new(MemoryStore::new(store));
     let faults = Arc::new(FaultyStore::new(bucket.clone()));
     let staging = tempfile::tempdir().expect("a temporary directory");
@@ -63,8 +68,8 @@ fn setup(store: MemoryStoreConfig) -> Setup {
             dir_perm: 0o755,
             mount_time: SystemTime::now(),
         },
-        metadata_ttl: Duration::ZERO,
-        negative_ttl: Duration::ZERO,
+        metadata_ttl: ttl,
+        negative_ttl: ttl,
         trust_listings: false,
         read_only: false,
         read: ReadTuning {
@@ -169,6 +174,10 @@ enum Step {
         path: usize,
         mode: u32,
     },
+    ChmodDir {
+        dir: usize,
+        mode: u32,
+    },
     Touch {
         path: usize,
         secs: u64,
@@ -218,6 +227,8 @@ fn step(big: bool) -> impl Strategy<Value = Step> {
         1 => path.clone().prop_map(|path| Step::Unlink { path }),
         1 => (path.clone(), prop_oneof![Just(0o600u32), Just(0o640), Just(0o755)])
             .prop_map(|(path, mode)| Step::Chmod { path, mode }),
+        1 => (0..DIRS.len(), prop_oneof![Just(0o700u32), Just(0o750)])
+            .prop_map(|(dir, mode)| Step::ChmodDir { dir, mode }),
         1 => (path.clone(), 1_000_000_000u64..1_700_000_000)
             .prop_map(|(path, secs)| Step::Touch { path, secs }),
         1 => (0..DIRS.len()).prop_map(|dir| Step::Mkdir { dir }),
@@ -787,6 +798,37 @@ async fn run_step(s: &Setup, m: &mut Model, step: &Step) -> Result<(), TestCaseE
                 Err(e) => prop_assert!(
                     fired() || (!exists && e.errno == libc::ENOENT),
                     "chmod of {path} (exists: {exists}): {e:?}"
+                ),
+            }
+        }
+        Step::ChmodDir { dir, mode } => {
+            let dir = DIRS[dir];
+            let exists = dir_exists(&s.bucket, m, dir);
+            let marker = format!("{dir}/");
+            let change = SetAttr {
+                mode: Some(mode),
+                ..Default::default()
+            };
+            let result = async {
+                let ino = resolve(&s.fs, dir).await?;
+                s.fs.setattr(ino, change, ROOT).await
+            }
+            .await;
+            match result {
+                Ok(inode) => {
+                    prop_assert!(exists || fired(), "chmod of missing {dir} worked");
+                    prop_assert_eq!(inode.attr.kind, Kind::Dir);
+                    prop_assert_eq!(inode.attr.perm as u32, mode);
+                    // A directory's mode lives in its marker, put now.
+                    m.set(&marker, Some(Vec::new()));
+                    // And it is still a directory to the next lookup.
+                    let again = resolve(&s.fs, dir).await;
+                    prop_assert!(again.is_ok(), "{dir} after its chmod: {again:?}");
+                }
+                Err(_) if fired() => m.maybe(&marker, Some(Vec::new())),
+                Err(e) => prop_assert!(
+                    !exists && e.errno == libc::ENOENT,
+                    "chmod of {dir} (exists: {exists}): {e:?}"
                 ),
             }
         }
@@ -1409,4 +1451,41 @@ async fn a_big_directory_is_listed_as_its_reader_goes() {
     let (_, middle) = s.fs.readdir_entries(fh, 15_000).await.expect("seek");
     assert_eq!(middle[0].name, "f15000");
     s.fs.releasedir(fh);
+}
+
+/// What changes through the mount keeps its kind in its directory's name
+/// index: a chmod of a directory, then lookups that the index answers,
+/// still find a directory (it once showed as a file there, and vanished).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_directory_stays_a_directory_in_the_name_index() {
+    let s = setup_with_ttl(MemoryStoreConfig::default(), Duration::from_secs(60));
+    s.fs.mkdir(ROOT_INO, "d", 0o755, ROOT).await.expect("mkdir");
+    put(&s.bucket, "f", b"x").await;
+    // Two lookups that miss: the root gets a name index.
+    for name in ["missing1", "missing2"] {
+        assert!(s.fs.lookup(ROOT_INO, name).await.is_err());
+    }
+    let d = resolve(&s.fs, "d").await.expect("d");
+    let change = SetAttr {
+        mode: Some(0o700),
+        ..Default::default()
+    };
+    s.fs.setattr(d, change, ROOT).await.expect("chmod d");
+    let f = resolve(&s.fs, "f").await.expect("f");
+    s.fs.setattr(
+        f,
+        SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+        ROOT,
+    )
+    .await
+    .expect("chmod f");
+    let again = s.fs.lookup(ROOT_INO, "d").await.expect("d after its chmod");
+    assert_eq!(again.attr.kind, Kind::Dir);
+    assert_eq!(again.attr.perm, 0o700);
+    let f = s.fs.lookup(ROOT_INO, "f").await.expect("f after its chmod");
+    assert_eq!(f.attr.kind, Kind::File);
+    assert_eq!(f.attr.perm, 0o600);
 }
