@@ -441,7 +441,7 @@ impl Fs {
                 .map(|attr| Resolved { attr, etag: None });
         }
         if let Some(r) = &mut resolved {
-            self.dir_time(&child_path(dir_path, name), &mut r.attr);
+            self.dir_time(&path, &mut r.attr);
         }
         Ok(resolved)
     }

@@ -862,10 +862,10 @@ impl Fs {
         self.refuse_virtual(&path)?;
         match self.resolve(&parent_inode.path, name).await? {
             // A directory with no marker exists only while keys are below
-            // it: one emptied by `rm -r` (or by another client) is gone
-            // from the bucket before its rmdir comes. The kernel still
-            // knows it as a directory here, so rmdir succeeds, as the
-            // directory's last step, instead of `rm -r` failing on it.
+            // it. One this mount emptied still resolves (`emptied_here`);
+            // one emptied by another client is gone from the bucket, yet
+            // the kernel still knows it as a directory: its rmdir, the
+            // directory's last step, succeeds rather than fail `rm -r`.
             None if self.known_dir(&path) => {}
             None => return Err(FsError::not_found()),
             Some(r) if r.attr.kind != Kind::Dir => {
