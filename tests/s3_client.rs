@@ -648,7 +648,7 @@ async fn wrong_secret_is_a_clear_authentication_error() {
     let s = server();
     let good = new_bucket("wrongsecret").await;
     let mut config = s.config_via(&s.endpoint, good.bucket());
-    config.credentials = Credentials::new(&s.access_key_id, "not-the-secret", None, "test");
+    config.credentials = Credentials::new(&s.access_key_id, "not-the-secret", None, "test").into();
     let bad = S3Client::new(config).unwrap();
     let err = bad.list_objects(&ListRequest::default()).await.unwrap_err();
     assert!(err.is_auth_failure(), "{err}");
@@ -659,7 +659,7 @@ async fn wrong_secret_is_a_clear_authentication_error() {
     assert!(!msg.contains("not-the-secret"), "{msg}");
 
     let mut config = s.config_via(&s.endpoint, good.bucket());
-    config.credentials = Credentials::new("AKIDUNKNOWN", "whatever", None, "test");
+    config.credentials = Credentials::new("AKIDUNKNOWN", "whatever", None, "test").into();
     let err = S3Client::new(config)
         .unwrap()
         .list_objects(&ListRequest::default())

@@ -34,7 +34,7 @@ pub fn main(args: CleanupArgs, debug: bool) -> i32 {
 }
 
 async fn run(args: CleanupArgs) -> anyhow::Result<i32> {
-    let client = args.s3.client(&args.source.bucket)?;
+    let client = args.s3.client(&args.source.bucket).await?;
     let uploads = client
         .list_multipart_uploads(&args.source.prefix)
         .await

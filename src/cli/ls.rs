@@ -41,7 +41,7 @@ pub fn main(args: LsArgs, debug: bool) -> i32 {
 }
 
 async fn run(args: LsArgs) -> anyhow::Result<()> {
-    let client = args.s3.client(&args.source.bucket)?;
+    let client = args.s3.client(&args.source.bucket).await?;
     let mut out = std::io::stdout().lock();
     if args.versions {
         return list_versions(&client, &args.source.prefix, &mut out).await;

@@ -399,17 +399,36 @@ fn serve(
         .thread_name("bucketfs-worker")
         .build()
         .context("cannot start the async runtime")?;
-    let client = args.s3.client(&source.bucket)?;
+    let client = runtime.block_on(args.s3.client(&source.bucket))?;
 
     // Credentials and bucket, checked with a one-key listing (its error
     // body names the problem, where a HEAD's would not).
-    runtime
-        .block_on(client.list_objects(&ListRequest {
-            prefix: source.prefix.clone(),
-            max_keys: Some(1),
-            ..Default::default()
-        }))
-        .map_err(|e| anyhow!("cannot use bucket {}: {}", source.bucket, e.user_message()))?;
+    // A refusal on B2 is explained by what its native API says the key
+    // may do (a prefix to mount, a missing capability).
+    runtime.block_on(async {
+        let Err(e) = client
+            .list_objects(&ListRequest {
+                prefix: source.prefix.clone(),
+                max_keys: Some(1),
+                ..Default::default()
+            })
+            .await
+        else {
+            return Ok(());
+        };
+        let why = match e.status() {
+            Some(401 | 403) => {
+                args.s3
+                    .explain_refusal(&client, &source.bucket, &source.prefix)
+                    .await
+            }
+            _ => None,
+        };
+        Err(match why {
+            Some(why) => anyhow!("cannot use bucket {}: {why} ({e})", source.bucket),
+            None => anyhow!("cannot use bucket {}: {}", source.bucket, e.user_message()),
+        })
+    })?;
     runtime.block_on(report_versioning(&client));
     match client.price_list().reupload_up_to() {
         0 => tracing::info!(

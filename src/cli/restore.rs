@@ -152,7 +152,7 @@ async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         Some(t) if args.target.contains(':') => t,
         _ => mounted_target(Path::new(&args.target))?,
     };
-    let client = args.s3.client(&target.bucket)?;
+    let client = args.s3.client(&target.bucket).await?;
     let plans = plan(&client, &target, &args).await?;
     let (mut unchanged, mut copies) = (0usize, Vec::new());
     for p in plans {

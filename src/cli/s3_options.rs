@@ -8,8 +8,8 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use crate::s3::{
-    CredentialSources, Endpoint, PriceList, RetryPolicy, S3Client, S3Config, ServerSideEncryption,
-    SseCustomerKey, UploadChecksum,
+    temporary, CredentialSources, Endpoint, PriceList, RetryPolicy, S3Client, S3Config,
+    ServerSideEncryption, SseCustomerKey, UploadChecksum,
 };
 
 use super::units::parse_duration;
@@ -103,6 +103,36 @@ pub struct S3Options {
     /// endpoint, else aws]
     #[arg(long, value_enum, value_name = "PROVIDER")]
     pub price_list: Option<PriceList>,
+
+    /// B2's native API, asked what a refused key may do (its bucket,
+    /// prefix and capabilities) [default: https://api.backblazeb2.com on a
+    /// B2 endpoint, none elsewhere].
+    #[arg(long, value_name = "URL", hide = true, env = "BUCKETFS_B2_API_URL")]
+    pub b2_api_url: Option<String>,
+}
+
+impl S3Options {
+    /// Why `client` was refused the mount of `bucket` at `prefix`, as B2's
+    /// native API tells (`s3::b2_key`), or `None` where it cannot tell.
+    pub async fn explain_refusal(
+        &self,
+        client: &S3Client,
+        bucket: &str,
+        prefix: &str,
+    ) -> Option<String> {
+        let api = match &self.b2_api_url {
+            Some(url) => url.clone(),
+            None if client.endpoint().is_b2() => crate::s3::b2_key::B2_API_URL.to_owned(),
+            None => return None,
+        };
+        match client.b2_key_limits(&api).await {
+            Ok(limits) => limits.why_refused(bucket, prefix),
+            Err(e) => {
+                tracing::debug!("cannot ask B2 what this key may do: {e}");
+                None
+            }
+        }
+    }
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -112,10 +142,10 @@ fn env_nonempty(name: &str) -> Option<String> {
 impl S3Options {
     /// Resolve everything and build a client for `bucket`. Errors are
     /// written for a person: what is wrong and where it came from.
-    pub fn client(&self, bucket: &str) -> anyhow::Result<S3Client> {
+    pub async fn client(&self, bucket: &str) -> anyhow::Result<S3Client> {
         let sources =
             CredentialSources::from_process(self.passwd_file.clone(), self.profile.clone());
-        let credentials = sources.resolve(bucket)?;
+        let resolved = sources.resolve(bucket)?;
         let region = self
             .region
             .clone()
@@ -139,12 +169,20 @@ impl S3Options {
             (None, None) => ServerSideEncryption::BucketDefault,
             (Some(_), Some(_)) => bail!("--sse and --sse-c-key-file exclude each other"),
         };
+        let credentials = temporary::start(resolved, &endpoint.region).await?;
         tracing::info!(
             endpoint = endpoint.display_url(),
             region = endpoint.region,
-            access_key_id = credentials.access_key_id,
-            "using credentials from {}",
-            credentials.source
+            access_key_id = credentials.access_key_id(),
+            "using credentials from {}{}",
+            credentials.source(),
+            credentials
+                .expiry()
+                .map(|e| format!(
+                    ", valid until {} and refreshed before then",
+                    humantime::format_rfc3339_seconds(e)
+                ))
+                .unwrap_or_default()
         );
         let mut config = S3Config::new(bucket, endpoint, credentials);
         config.retry = RetryPolicy {

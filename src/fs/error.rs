@@ -43,6 +43,9 @@ impl FsError {
                 // cp -a and sed -i try to copy, copy_file_range): callers
                 // fall back.
                 | libc::EOPNOTSUPP
+                // Expired keys: said once, as an error, by s3/identity.rs;
+                // a line per refused request would bury it.
+                | libc::EKEYEXPIRED
         )
     }
 }
@@ -71,6 +74,9 @@ pub fn errno_for(err: &S3Error) -> i32 {
             // The object changed under an open handle (If-Match failed):
             // the handle's view is stale, never mixed with the new object.
             (412, _) => libc::ESTALE,
+            // A session token the server calls expired (a clock ahead of
+            // ours, or keys revoked early).
+            (_, "ExpiredToken") | (_, "TokenRefreshRequired") => libc::EKEYEXPIRED,
             // Credentials refused or access denied: a permission problem,
             // not an I/O fault.
             (403, _) | (_, "AccessDenied") => libc::EACCES,
@@ -84,6 +90,9 @@ pub fn errno_for(err: &S3Error) -> i32 {
         ErrorKind::InvalidResponse { .. } => libc::EIO,
         // A key we cannot address (dot segments): treat as absent.
         ErrorKind::InvalidRequest { .. } => libc::EINVAL,
+        // Temporary keys expired and could not be renewed: "Key has
+        // expired" says it better than a permission error would.
+        ErrorKind::CredentialsExpired { .. } => libc::EKEYEXPIRED,
     }
 }
 

@@ -16,14 +16,14 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 
 use super::checksum::{BodyDigest, ChecksumChoice, UploadChecksum};
-use super::credentials::Credentials;
 use super::encode::{encode_key, key_is_addressable, query_string};
 use super::endpoint::Endpoint;
 use super::error::{ErrorKind, S3Error};
+use super::identity::LiveCredentials;
 use super::pricing::PriceList;
 use super::retry::{parse_retry_after, RetryPolicy};
 use super::server_caps::ServerCaps;
-use super::signing::Signer;
+use super::signing::{SignError, Signer};
 use super::sse::ServerSideEncryption;
 use super::throttle::Throttle;
 use super::types::PutOptions;
@@ -40,7 +40,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 pub struct S3Config {
     pub bucket: String,
     pub endpoint: Endpoint,
-    pub credentials: Credentials,
+    pub credentials: LiveCredentials,
     pub retry: RetryPolicy,
     /// Time allowed to open a connection (TCP and TLS).
     pub connect_timeout: Duration,
@@ -58,11 +58,15 @@ pub struct S3Config {
 }
 
 impl S3Config {
-    pub fn new(bucket: impl Into<String>, endpoint: Endpoint, credentials: Credentials) -> Self {
+    pub fn new(
+        bucket: impl Into<String>,
+        endpoint: Endpoint,
+        credentials: impl Into<LiveCredentials>,
+    ) -> Self {
         S3Config {
             bucket: bucket.into(),
             endpoint,
-            credentials,
+            credentials: credentials.into(),
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
@@ -109,7 +113,21 @@ pub(crate) struct Inner {
     /// A cap refusal (B2's daily transaction or download caps) is logged
     /// once.
     cap_logged: std::sync::atomic::AtomicBool,
+    /// So is the first write refused for lack of permission.
+    write_refusal_logged: std::sync::atomic::AtomicBool,
 }
+
+/// The operations that need a key allowed to write (B2's `writeFiles`).
+const WRITE_OPERATIONS: [&str; 8] = [
+    "PutObject",
+    "CopyObject",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "UploadPartCopy",
+    "CompleteMultipartUpload",
+    "DeleteObject",
+    "DeleteObjects",
+];
 
 impl std::fmt::Debug for S3Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -280,7 +298,7 @@ impl S3Client {
         let http = builder
             .build()
             .map_err(|e| ClientBuildError::Http(error_chain(&e)))?;
-        let signer = Signer::new(&config.credentials, &config.endpoint.region);
+        let signer = Signer::new(config.credentials, &config.endpoint.region);
         let checksum = ChecksumChoice::new(config.upload_checksum, config.endpoint.is_b2());
         let caps = ServerCaps::new(config.endpoint.is_b2());
         let price_list = config
@@ -299,6 +317,7 @@ impl S3Client {
                 price_list,
                 throttle: Throttle::default(),
                 cap_logged: std::sync::atomic::AtomicBool::new(false),
+                write_refusal_logged: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -314,6 +333,17 @@ impl S3Client {
     /// The price list choices of how to copy follow.
     pub fn price_list(&self) -> PriceList {
         self.inner.price_list
+    }
+
+    /// What B2 says the key in use may do (`b2_key.rs`): asked only to
+    /// explain a refusal, at most once per failed mount.
+    pub async fn b2_key_limits(&self, api_url: &str) -> Result<super::b2_key::KeyLimits, String> {
+        let (key_id, secret) = self
+            .inner
+            .signer
+            .key_pair()
+            .ok_or_else(|| "no key to ask about".to_owned())?;
+        super::b2_key::KeyLimits::fetch(api_url, &key_id, &secret).await
     }
 
     pub(crate) fn sse(&self) -> &ServerSideEncryption {
@@ -420,6 +450,22 @@ impl S3Client {
                             continue;
                         }
                     }
+                    if err.is_access_denied()
+                        && WRITE_OPERATIONS.contains(&req.op)
+                        && !self
+                            .inner
+                            .write_refusal_logged
+                            .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::error!(
+                            op = req.op,
+                            "the server refuses writes with these credentials ({err}): a B2 \
+                             key needs the writeFiles capability (and deleteFiles to remove \
+                             versions), an AWS identity s3:PutObject and s3:DeleteObject. Writes \
+                             fail with EACCES and reads go on; mount with --read-only to have \
+                             writes refused up front"
+                        );
+                    }
                     if err.is_cap_exceeded()
                         && !self
                             .inner
@@ -461,7 +507,12 @@ impl S3Client {
                 &mut headers,
                 req.payload_sha256.as_deref(),
             )
-            .map_err(|e| S3Error::invalid_request(req.op, req.key, e))?;
+            .map_err(|e| match e {
+                SignError::Expired(detail) => {
+                    S3Error::new(req.op, req.key, ErrorKind::CredentialsExpired { detail })
+                }
+                SignError::Other(detail) => S3Error::invalid_request(req.op, req.key, detail),
+            })?;
         let response = self
             .inner
             .http

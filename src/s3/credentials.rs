@@ -6,7 +6,22 @@
 //! 3. the environment: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
 //!    `AWS_SESSION_TOKEN`, then `B2_APPLICATION_KEY_ID` / `B2_APPLICATION_KEY`;
 //! 4. the shared AWS files (`~/.aws/credentials`, `~/.aws/config`) with the
-//!    profile from `AWS_PROFILE`, else `default`.
+//!    profile from `AWS_PROFILE`, else `default`;
+//! 5. web identity: `AWS_WEB_IDENTITY_TOKEN_FILE` with `AWS_ROLE_ARN`
+//!    (EKS IRSA), exchanged through STS;
+//! 6. a container endpoint: `AWS_CONTAINER_CREDENTIALS_FULL_URI` or
+//!    `_RELATIVE_URI` (ECS, EKS Pod Identity);
+//! 7. the EC2 instance metadata service (IMDSv2), unless
+//!    `AWS_EC2_METADATA_DISABLED=true`.
+//!
+//! This is aws-config's `DefaultCredentialsChain` order with our explicit
+//! sources first. A profile may hold static keys (read here) or name a
+//! source of temporary keys: `role_arn` with `source_profile` or
+//! `credential_source`, `credential_process`, SSO (`sso_session`,
+//! `sso_start_url`) or `web_identity_token_file`. Those, and sources 5 to 7,
+//! hand out keys that expire: this module only decides which source is
+//! used (`Resolved`); `temporary.rs` asks the AWS SDK's providers for the
+//! keys and `identity.rs` refreshes them before they expire.
 //!
 //! An explicitly named file or profile that cannot be used is an error, never
 //! a silent fall-through to the next source: a typo must not mount with
@@ -97,7 +112,10 @@ pub enum CredentialsError {
     NoEntry { path: PathBuf, bucket: String },
     #[error("profile {profile:?} not found in {files}")]
     NoProfile { profile: String, files: String },
-    #[error("profile {profile:?} has no aws_access_key_id/aws_secret_access_key (only static keys are supported)")]
+    #[error(
+        "profile {profile:?} has no aws_access_key_id/aws_secret_access_key, role_arn, \
+         credential_process or sso settings"
+    )]
     ProfileWithoutKeys { profile: String },
     #[error("{0} is set but {1} is not")]
     HalfSetEnvironment(&'static str, &'static str),
@@ -106,6 +124,20 @@ pub enum CredentialsError {
          (or B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY), or configure ~/.aws/credentials"
     )]
     NotFound,
+    #[error(
+        "no credentials found: none in --passwd-file, the environment or ~/.aws, and the EC2 \
+         instance metadata service gave none ({reason})"
+    )]
+    NotFoundAnywhere { reason: String },
+    #[error("cannot get credentials from {source_name}: {reason}")]
+    Temporary { source_name: String, reason: String },
+    #[error(
+        "the credentials from {source_name} expired at {expired}, and no new ones could be had"
+    )]
+    Expired {
+        source_name: String,
+        expired: String,
+    },
 }
 
 /// The user's home: `$HOME`, else the passwd database's entry for the
@@ -150,6 +182,69 @@ pub struct CredentialSources {
     pub home: Option<PathBuf>,
 }
 
+/// The source `CredentialSources::resolve` chose.
+#[derive(Debug, Clone)]
+pub enum Resolved {
+    /// Keys that do not expire (or whose expiry nobody tells us).
+    Static(Credentials),
+    /// A source of keys that expire, asked again before they do.
+    Temporary(TemporarySource),
+}
+
+/// The sources of temporary keys, each served by an AWS SDK provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemporarySource {
+    /// A profile with `role_arn`, `credential_process`, SSO or a web
+    /// identity token file; `kind` says which, for logs.
+    Profile {
+        name: String,
+        kind: &'static str,
+        config_file: Option<PathBuf>,
+        credentials_file: Option<PathBuf>,
+    },
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE` with `AWS_ROLE_ARN`.
+    WebIdentity {
+        role_arn: String,
+        token_file: PathBuf,
+    },
+    /// A container endpoint; `var` is the variable that names it.
+    Container { var: &'static str },
+    /// The EC2 instance metadata service, the last resort.
+    InstanceMetadata,
+}
+
+impl TemporarySource {
+    /// Where the keys come from, for logs and `bucketfs ls`; never a secret.
+    pub fn describe(&self) -> String {
+        match self {
+            TemporarySource::Profile { name, kind, .. } => format!("AWS profile {name:?} ({kind})"),
+            TemporarySource::WebIdentity { role_arn, .. } => {
+                format!("web identity (AWS_WEB_IDENTITY_TOKEN_FILE, role {role_arn})")
+            }
+            TemporarySource::Container { var } => format!("container credentials ({var})"),
+            TemporarySource::InstanceMetadata => "EC2 instance metadata (IMDSv2)".to_owned(),
+        }
+    }
+}
+
+/// What kind of temporary keys a profile's settings name, if any.
+fn temporary_profile_kind(keys: &HashMap<String, String>) -> Option<&'static str> {
+    let has = |name: &str| keys.get(name).is_some_and(|v| !v.is_empty());
+    if has("role_arn") {
+        Some(if has("web_identity_token_file") {
+            "web identity"
+        } else {
+            "assumed role"
+        })
+    } else if has("sso_session") || has("sso_start_url") || has("sso_account_id") {
+        Some("SSO")
+    } else if has("credential_process") {
+        Some("credential_process")
+    } else {
+        None
+    }
+}
+
 impl CredentialSources {
     /// Sources from this process's environment.
     pub fn from_process(passwd_file: Option<PathBuf>, profile: Option<String>) -> Self {
@@ -183,26 +278,61 @@ impl CredentialSources {
             .or_else(|| self.home.as_ref().map(|h| h.join(".aws/config")))
     }
 
-    /// Resolve the credentials to use for `bucket`.
-    pub fn resolve(&self, bucket: &str) -> Result<Credentials, CredentialsError> {
+    /// Decide which source gives the credentials for `bucket`: static keys
+    /// read here, or a source of temporary keys for `temporary.rs`.
+    pub fn resolve(&self, bucket: &str) -> Result<Resolved, CredentialsError> {
         if let Some(path) = &self.passwd_file {
-            return read_passwd_file(path, bucket);
+            return read_passwd_file(path, bucket).map(Resolved::Static);
         }
         if let Some(profile) = &self.profile {
-            return self.profile_credentials(profile);
+            return match self.profile_source(profile)? {
+                Some(resolved) => Ok(resolved),
+                None => Err(CredentialsError::ProfileWithoutKeys {
+                    profile: profile.clone(),
+                }),
+            };
         }
         if let Some(creds) = self.env_credentials()? {
-            return Ok(creds);
+            return Ok(Resolved::Static(creds));
         }
-        let profile = self.env("AWS_PROFILE").unwrap_or("default").to_owned();
-        match self.profile_credentials(&profile) {
-            Ok(creds) => Ok(creds),
+        let named = self.env("AWS_PROFILE");
+        let profile = named.unwrap_or("default").to_owned();
+        match self.profile_source(&profile) {
+            Ok(Some(resolved)) => return Ok(resolved),
+            // A profile with settings but no keys (often just a region)
+            // leaves the keys to the sources below, as for the AWS CLI.
+            Ok(None) => {}
             // Only a profile someone asked for by name is an error when absent.
-            Err(CredentialsError::NoProfile { .. }) if self.env("AWS_PROFILE").is_none() => {
-                Err(CredentialsError::NotFound)
-            }
-            Err(e) => Err(e),
+            Err(CredentialsError::NoProfile { .. }) if named.is_none() => {}
+            Err(e) => return Err(e),
         }
+        if let Some(token_file) = self.env("AWS_WEB_IDENTITY_TOKEN_FILE") {
+            let Some(role_arn) = self.env("AWS_ROLE_ARN") else {
+                return Err(CredentialsError::HalfSetEnvironment(
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    "AWS_ROLE_ARN",
+                ));
+            };
+            return Ok(Resolved::Temporary(TemporarySource::WebIdentity {
+                role_arn: role_arn.to_owned(),
+                token_file: PathBuf::from(token_file),
+            }));
+        }
+        for var in [
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        ] {
+            if self.env(var).is_some() {
+                return Ok(Resolved::Temporary(TemporarySource::Container { var }));
+            }
+        }
+        let imds_disabled = self
+            .env("AWS_EC2_METADATA_DISABLED")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if imds_disabled {
+            return Err(CredentialsError::NotFound);
+        }
+        Ok(Resolved::Temporary(TemporarySource::InstanceMetadata))
     }
 
     fn env_credentials(&self) -> Result<Option<Credentials>, CredentialsError> {
@@ -237,7 +367,9 @@ impl CredentialSources {
         Ok(None)
     }
 
-    fn profile_credentials(&self, profile: &str) -> Result<Credentials, CredentialsError> {
+    /// The source a profile names: its static keys, a source of temporary
+    /// keys, or `None` when it has neither (settings only).
+    fn profile_source(&self, profile: &str) -> Result<Option<Resolved>, CredentialsError> {
         let mut files = Vec::new();
         let mut found = false;
         let mut keys: HashMap<String, String> = HashMap::new();
@@ -271,20 +403,30 @@ impl CredentialSources {
                 },
             });
         }
-        match (
-            keys.get("aws_access_key_id"),
-            keys.get("aws_secret_access_key"),
-        ) {
-            (Some(id), Some(secret)) => Ok(Credentials::new(
-                id.clone(),
-                secret.clone(),
-                keys.get("aws_session_token").cloned(),
-                format!("AWS profile {profile:?}"),
-            )),
-            _ => Err(CredentialsError::ProfileWithoutKeys {
-                profile: profile.to_owned(),
-            }),
+        // A role in a profile wins over keys beside it, as for the AWS CLI:
+        // those keys are what assumes it only when source_profile says so.
+        if let Some(kind) = temporary_profile_kind(&keys) {
+            return Ok(Some(Resolved::Temporary(TemporarySource::Profile {
+                name: profile.to_owned(),
+                kind,
+                config_file: self.config_file(),
+                credentials_file: self.credentials_file(),
+            })));
         }
+        Ok(
+            match (
+                keys.get("aws_access_key_id"),
+                keys.get("aws_secret_access_key"),
+            ) {
+                (Some(id), Some(secret)) => Some(Resolved::Static(Credentials::new(
+                    id.clone(),
+                    secret.clone(),
+                    keys.get("aws_session_token").cloned(),
+                    format!("AWS profile {profile:?}"),
+                ))),
+                _ => None,
+            },
+        )
     }
 
     /// The `region` of the profile in use, if the shared config names one.
@@ -390,6 +532,20 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    fn static_keys(resolved: Result<Resolved, CredentialsError>) -> Credentials {
+        match resolved {
+            Ok(Resolved::Static(c)) => c,
+            other => panic!("expected static keys, got {other:?}"),
+        }
+    }
+
+    fn temporary(resolved: Result<Resolved, CredentialsError>) -> TemporarySource {
+        match resolved {
+            Ok(Resolved::Temporary(t)) => t,
+            other => panic!("expected a temporary source, got {other:?}"),
+        }
+    }
+
     fn write_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
         let path = dir.join(name);
         if let Some(parent) = path.parent() {
@@ -456,7 +612,7 @@ mod tests {
             home: Some(dir.path().to_owned()),
             ..Default::default()
         };
-        assert_eq!(sources.resolve("b").unwrap().access_key_id, "FILEKEY");
+        assert_eq!(static_keys(sources.resolve("b")).access_key_id, "FILEKEY");
 
         sources
             .env
@@ -464,7 +620,7 @@ mod tests {
         sources
             .env
             .insert("B2_APPLICATION_KEY".into(), "b2secret".into());
-        assert_eq!(sources.resolve("b").unwrap().access_key_id, "B2KEY");
+        assert_eq!(static_keys(sources.resolve("b")).access_key_id, "B2KEY");
 
         sources
             .env
@@ -472,10 +628,10 @@ mod tests {
         sources
             .env
             .insert("AWS_SECRET_ACCESS_KEY".into(), "envsecret".into());
-        assert_eq!(sources.resolve("b").unwrap().access_key_id, "ENVKEY");
+        assert_eq!(static_keys(sources.resolve("b")).access_key_id, "ENVKEY");
 
         sources.profile = Some("work".into());
-        let c = sources.resolve("b").unwrap();
+        let c = static_keys(sources.resolve("b"));
         assert_eq!(c.access_key_id, "WORKKEY");
         assert_eq!(c.session_token(), Some("tok"));
         assert_eq!(sources.profile_region().as_deref(), Some("eu-central-003"));
@@ -488,6 +644,15 @@ mod tests {
             home: Some(dir.path().to_owned()),
             ..Default::default()
         };
+        // Nothing anywhere: the instance metadata service is the last resort,
+        // unless it is turned off.
+        assert_eq!(
+            temporary(sources.resolve("b")),
+            TemporarySource::InstanceMetadata
+        );
+        sources
+            .env
+            .insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
         assert!(matches!(
             sources.resolve("b"),
             Err(CredentialsError::NotFound)
@@ -505,6 +670,119 @@ mod tests {
         sources.env.insert("AWS_ACCESS_KEY_ID".into(), "K".into());
         let msg = sources.resolve("b").unwrap_err().to_string();
         assert!(msg.contains("AWS_SECRET_ACCESS_KEY"), "{msg}");
+    }
+
+    #[test]
+    fn temporary_sources_follow_the_static_ones_in_the_sdk_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // A default profile with only a region leaves the keys to the
+        // sources after it.
+        write_file(
+            dir.path(),
+            ".aws/config",
+            "[default]\nregion = eu-west-1\n",
+            0o600,
+        );
+        let mut sources = CredentialSources {
+            home: Some(dir.path().to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(
+            temporary(sources.resolve("b")),
+            TemporarySource::InstanceMetadata
+        );
+        sources.env.insert(
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI".into(),
+            "/v2/credentials/x".into(),
+        );
+        assert_eq!(
+            temporary(sources.resolve("b")),
+            TemporarySource::Container {
+                var: "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
+            }
+        );
+        sources.env.insert(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
+            "http://127.0.0.1:1/creds".into(),
+        );
+        assert_eq!(
+            temporary(sources.resolve("b")),
+            TemporarySource::Container {
+                var: "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+            }
+        );
+        sources.env.insert(
+            "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
+            "/var/run/token".into(),
+        );
+        let msg = sources.resolve("b").unwrap_err().to_string();
+        assert!(msg.contains("AWS_ROLE_ARN"), "{msg}");
+        sources
+            .env
+            .insert("AWS_ROLE_ARN".into(), "arn:aws:iam::1:role/r".into());
+        assert_eq!(
+            temporary(sources.resolve("b")).describe(),
+            "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, role arn:aws:iam::1:role/r)"
+        );
+        // Static keys in the environment come before all of them.
+        sources
+            .env
+            .insert("AWS_ACCESS_KEY_ID".into(), "ENVKEY".into());
+        sources
+            .env
+            .insert("AWS_SECRET_ACCESS_KEY".into(), "envsecret".into());
+        assert_eq!(static_keys(sources.resolve("b")).access_key_id, "ENVKEY");
+    }
+
+    #[test]
+    fn profiles_naming_temporary_keys_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(
+            dir.path(),
+            ".aws/config",
+            "[profile role]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = base\n\
+             [profile base]\naws_access_key_id = BASE\naws_secret_access_key = s\n\
+             [profile proc]\ncredential_process = /bin/creds --json\n\
+             [profile sso]\nsso_session = corp\nsso_account_id = 1\nsso_role_name = r\n\
+             [profile bare]\nregion = us-east-1\n",
+            0o600,
+        );
+        let mut sources = CredentialSources {
+            home: Some(dir.path().to_owned()),
+            ..Default::default()
+        };
+        for (name, kind) in [
+            ("role", "assumed role"),
+            ("proc", "credential_process"),
+            ("sso", "SSO"),
+        ] {
+            sources.profile = Some(name.into());
+            match temporary(sources.resolve("b")) {
+                TemporarySource::Profile {
+                    name: n,
+                    kind: k,
+                    config_file,
+                    ..
+                } => {
+                    assert_eq!((n.as_str(), k), (name, kind));
+                    assert_eq!(config_file, Some(dir.path().join(".aws/config")));
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        sources.profile = Some("base".into());
+        assert_eq!(static_keys(sources.resolve("b")).access_key_id, "BASE");
+        // Named on the command line, a profile without keys is an error;
+        // named by AWS_PROFILE, the chain goes on.
+        sources.profile = Some("bare".into());
+        let msg = sources.resolve("b").unwrap_err().to_string();
+        assert!(msg.contains("\"bare\""), "{msg}");
+        sources.profile = None;
+        sources.env.insert("AWS_PROFILE".into(), "bare".into());
+        assert_eq!(
+            temporary(sources.resolve("b")),
+            TemporarySource::InstanceMetadata
+        );
     }
 
     #[test]

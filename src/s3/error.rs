@@ -31,6 +31,9 @@ pub enum ErrorKind {
     /// The request could not be built (for example, a key that cannot be
     /// expressed in a request path).
     InvalidRequest { detail: String },
+    /// Temporary credentials expired and no refresh replaced them, so the
+    /// request was not sent.
+    CredentialsExpired { detail: String },
 }
 
 /// An S3 operation that failed, after whatever retries the policy allowed.
@@ -205,7 +208,11 @@ impl S3Error {
                     )
             }
             ErrorKind::Transport { .. } => true,
-            ErrorKind::InvalidResponse { .. } | ErrorKind::InvalidRequest { .. } => false,
+            // Waiting would not help the request: the background refresh
+            // is already retrying, and the keys are past their expiry.
+            ErrorKind::InvalidResponse { .. }
+            | ErrorKind::InvalidRequest { .. }
+            | ErrorKind::CredentialsExpired { .. } => false,
         }
     }
 
@@ -261,6 +268,7 @@ impl fmt::Display for S3Error {
                 write!(f, " failed: invalid response from server: {detail}")?
             }
             ErrorKind::InvalidRequest { detail } => write!(f, " failed: {detail}")?,
+            ErrorKind::CredentialsExpired { detail } => write!(f, " not sent: {detail}")?,
         }
         if self.attempts > 1 {
             write!(f, " (after {} attempts)", self.attempts)?;

@@ -15,27 +15,30 @@ use aws_sigv4::http_request::{
     UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::credentials::Credentials;
+use super::identity::LiveCredentials;
+
+/// Why a request could not be signed.
+pub(crate) enum SignError {
+    /// The keys expired and no refresh replaced them.
+    Expired(String),
+    Other(String),
+}
 
 pub(crate) struct Signer {
-    identity: Identity,
+    credentials: LiveCredentials,
     region: String,
 }
 
 impl Signer {
-    pub(crate) fn new(credentials: &Credentials, region: &str) -> Self {
-        let creds = aws_credential_types::Credentials::new(
-            credentials.access_key_id.clone(),
-            credentials.secret_access_key().to_owned(),
-            credentials.session_token().map(str::to_owned),
-            None,
-            "bucketfs",
-        );
+    pub(crate) fn key_pair(&self) -> Option<(String, String)> {
+        self.credentials.key_pair()
+    }
+
+    pub(crate) fn new(credentials: LiveCredentials, region: &str) -> Self {
         Signer {
-            identity: creds.into(),
+            credentials,
             region: region.to_owned(),
         }
     }
@@ -49,19 +52,24 @@ impl Signer {
         url: &str,
         headers: &mut HeaderMap,
         payload_sha256: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SignError> {
+        // Read per attempt: a retry after a refresh signs with the new keys.
+        let keys = self
+            .credentials
+            .current()
+            .map_err(|e| SignError::Expired(e.to_string()))?;
         let mut settings = SigningSettings::default();
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
         let params = v4::SigningParams::builder()
-            .identity(&self.identity)
+            .identity(&keys.identity)
             .region(&self.region)
             .name("s3")
             .time(SystemTime::now())
             .settings(settings)
             .build()
-            .map_err(|e| format!("signing parameters: {e}"))?
+            .map_err(|e| SignError::Other(format!("signing parameters: {e}")))?
             .into();
         let pairs: Vec<(&str, &str)> = headers
             .iter()
@@ -76,15 +84,15 @@ impl Signer {
                 None => SignableBody::UnsignedPayload,
             },
         )
-        .map_err(|e| format!("cannot sign request: {e}"))?;
+        .map_err(|e| SignError::Other(format!("cannot sign request: {e}")))?;
         let (instructions, _signature) = sign(request, &params)
-            .map_err(|e| format!("cannot sign request: {e}"))?
+            .map_err(|e| SignError::Other(format!("cannot sign request: {e}")))?
             .into_parts();
         let (new_headers, _params) = instructions.into_parts();
         for header in new_headers {
             let name = HeaderName::from_static(header.name());
             let mut value = HeaderValue::from_str(header.value())
-                .map_err(|_| "signature produced an invalid header".to_owned())?;
+                .map_err(|_| SignError::Other("signature produced an invalid header".to_owned()))?;
             value.set_sensitive(header.sensitive());
             headers.insert(name, value);
         }

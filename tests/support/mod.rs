@@ -13,6 +13,7 @@
 
 #![allow(dead_code)]
 
+pub mod credential_rig;
 pub mod mount;
 pub mod proxy;
 
@@ -327,5 +328,45 @@ pub fn close_checked(f: std::fs::File) -> std::io::Result<()> {
     match unsafe { libc::close(fd) } {
         0 => Ok(()),
         _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// A new IAM user of the moto server with `policy` (a JSON policy
+/// document) as its only permissions, and an access key for it: a key
+/// limited as a B2 application key can be (read-only, or to a prefix).
+/// Made with boto3 in moto's own virtualenv, signed with the test key.
+pub fn iam_user(name: &str, policy: &serde_json::Value) -> (String, String) {
+    let s = server();
+    let script = r#"
+import json, sys, boto3
+endpoint, key, secret, name, policy = sys.argv[1:6]
+iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                   aws_access_key_id=key, aws_secret_access_key=secret)
+iam.create_user(UserName=name)
+iam.put_user_policy(UserName=name, PolicyName="limits", PolicyDocument=policy)
+k = iam.create_access_key(UserName=name)["AccessKey"]
+print(k["AccessKeyId"], k["SecretAccessKey"])
+"#;
+    let out = Command::new(python())
+        .args(["-c", script])
+        .args([
+            &s.endpoint,
+            &s.access_key_id,
+            &s.secret_access_key,
+            name,
+            &policy.to_string(),
+        ])
+        .output()
+        .expect("run python for IAM");
+    assert!(
+        out.status.success(),
+        "creating IAM user {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace();
+    match (fields.next(), fields.next()) {
+        (Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
+        _ => panic!("no key for IAM user {name}: {text}"),
     }
 }

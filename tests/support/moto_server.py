@@ -2,7 +2,8 @@
 """The S3 server for bucketfs's tests and demo: moto, verifying SigV4.
 
 Starts moto's server on 127.0.0.1 (a free port), creates an IAM user with an
-allow-all policy and an access key, then turns authentication on, so that from
+allow-all policy and an access key (and a role, `bucketfs-temporary`, with the
+same policy, for temporary keys), then turns authentication on, so that from
 then on every request must be signed with that key (a wrong secret gets 403
 SignatureDoesNotMatch). Prints one line:
 
@@ -49,6 +50,22 @@ def main() -> None:
     }
     iam.put_user_policy(
         UserName="bucketfs-test", PolicyName="all", PolicyDocument=json.dumps(policy)
+    )
+    # A role that the credential tests assume (through STS, a fake container
+    # endpoint or a fake IMDS) to get temporary keys moto honours.
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    iam.create_role(
+        RoleName="bucketfs-temporary", AssumeRolePolicyDocument=json.dumps(trust)
+    )
+    iam.put_role_policy(
+        RoleName="bucketfs-temporary",
+        PolicyName="all",
+        PolicyDocument=json.dumps(policy),
     )
     key = iam.create_access_key(UserName="bucketfs-test")["AccessKey"]
     access, secret = key["AccessKeyId"], key["SecretAccessKey"]

@@ -50,6 +50,17 @@ impl Mount {
     }
 
     pub fn try_start(source: &str, endpoint: &str, extra: &[&str]) -> Result<Mount, String> {
+        Self::try_start_with_env(source, endpoint, extra, &credential_env())
+    }
+
+    /// Mount with `env` in place of the test server's keys: no `AWS_*` or
+    /// `B2_*` variable of the test's own environment is passed on.
+    pub fn try_start_with_env(
+        source: &str,
+        endpoint: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Result<Mount, String> {
         let dir = tempfile::tempdir().expect("mount dir");
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path).expect("create mount point");
@@ -65,8 +76,13 @@ impl Mount {
         cmd.arg(source)
             .arg(&path)
             .args(["-f", "--endpoint", endpoint, "--max-attempts", "4"])
-            .args(extra)
-            .envs(credential_env())
+            .args(extra);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("AWS_") || name.starts_with("B2_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file));
