@@ -1,6 +1,6 @@
 //! Temporary credentials through a real mount: keys from a container
 //! endpoint, web identity (STS), an assumed-role profile chain,
-//! `credential_process` and IMDSv2, each living a minute, refreshed before
+//! `credential_process`, SSO and IMDSv2, each living a minute, refreshed before
 //! they expire while files are written and read; a refresh that fails for a
 //! while; keys that really expire; and IMDS keys that arrive expired (the
 //! SDK's static stability). `support::credential_rig` plays every party
@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use support::credential_rig::{
-    CredentialRig, Issued, CONTAINER_TOKEN, ROLE_ARN, WEB_IDENTITY_TOKEN,
+    CredentialRig, Issued, CONTAINER_TOKEN, ROLE_ARN, ROLE_NAME_FOR_SSO, SSO_TOKEN,
+    WEB_IDENTITY_TOKEN,
 };
 use support::mount::Mount;
 use support::{blocking, close_checked, server, test_data};
@@ -137,6 +138,33 @@ impl Scenario {
                     ),
                 );
             }
+            "sso" => {
+                // A legacy SSO profile and the token `aws sso login` left
+                // in the cache, named by the SHA-1 of the start URL.
+                let start_url = "https://bucketfs-test.awsapps.com/start";
+                write_file(
+                    &h,
+                    ".aws/config",
+                    &format!(
+                        "[profile corp]\nsso_start_url = {start_url}\nsso_region = us-east-1\n\
+                         sso_account_id = 123456789012\nsso_role_name = {ROLE_NAME_FOR_SSO}\n"
+                    ),
+                );
+                let token_expiry = SystemTime::now() + Duration::from_secs(3600);
+                write_file(
+                    &h.join(".aws/sso/cache"),
+                    &format!("{}.json", sha1_hex(start_url)),
+                    &serde_json::json!({
+                        "accessToken": SSO_TOKEN,
+                        "expiresAt": humantime::format_rfc3339_seconds(token_expiry).to_string(),
+                        "region": "us-east-1",
+                        "startUrl": start_url,
+                    })
+                    .to_string(),
+                );
+                set("AWS_PROFILE", "corp");
+                set("AWS_ENDPOINT_URL_SSO", &url);
+            }
             "imds" => {
                 set("AWS_EC2_METADATA_DISABLED", "false");
                 set("AWS_EC2_METADATA_SERVICE_ENDPOINT", &format!("{url}/"));
@@ -161,6 +189,29 @@ impl Scenario {
     fn issued(&self) -> Vec<Issued> {
         self.rig.issued()
     }
+}
+
+/// The SHA-1 of `text` in hex, as the AWS CLI names SSO cache files.
+fn sha1_hex(text: &str) -> String {
+    let out = std::process::Command::new("sha1sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("sha1sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned()
 }
 
 /// Write a new file and read the previous one back every two seconds
@@ -261,6 +312,7 @@ async fn refreshed_across_expiries(scenario: Scenario) {
         "assumed role" => "AWS profile \"chain\" (assumed role)",
         "credential_process" => "AWS profile \"default\" (credential_process)",
         "imds" => "EC2 instance metadata (IMDSv2)",
+        "sso" => "AWS profile \"corp\" (SSO)",
         _ => unreachable!(),
     };
     assert!(
@@ -306,6 +358,7 @@ async fn temporary_keys_from_every_source_are_refreshed_across_three_expiries() 
         "web identity",
         "assumed role",
         "credential_process",
+        "sso",
         "imds",
     ] {
         let scenario = Scenario::new(name).await;
@@ -377,6 +430,46 @@ async fn keys_that_cannot_be_refreshed_fail_only_once_expired() {
     })
     .await;
     assert!(recovered, "reads work again once the source answers");
+}
+
+/// Keys the server calls expired before their stated expiry (revoked, or
+/// a clock behind) are replaced at once, and the refused call is sent again
+/// with the new ones: the caller sees no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_the_server_calls_expired_are_replaced_at_once() {
+    let rig = CredentialRig::start(LIFE).await;
+    let home = tempfile::tempdir().expect("home");
+    let token = write_file(home.path(), "token", CONTAINER_TOKEN);
+    let env = env(&[
+        ("HOME", &home.path().to_string_lossy()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            &format!("{}/container-credentials", rig.url),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            &token.to_string_lossy(),
+        ),
+    ]);
+    let c = support::new_bucket("cred-revoked").await;
+    let mount = mount_with(c.bucket(), &rig.url, STRICT, &env)
+        .await
+        .expect("mount");
+    let dir = mount.path.clone();
+    blocking(move || write_closed(&dir.join("f1"), b"one").expect("write f1")).await;
+    rig.revoke_issued_keys();
+    let dir = mount.path.clone();
+    blocking(move || {
+        write_closed(&dir.join("f2"), b"two").expect("write f2 with new keys");
+        assert_eq!(std::fs::read(dir.join("f1")).expect("read f1"), b"one");
+    })
+    .await;
+    // Calls in flight with the old keys were refused, and sent again.
+    assert!(rig.refused() >= 1, "the revoked keys were refused");
+    assert_eq!(rig.issued().len(), 2, "one early refresh for all of them");
+    let log = mount.log_text();
+    assert!(log.contains("replaced them early"), "{log}");
 }
 
 /// IMDS keys that arrive already expired are used anyway, as AWS SDKs do

@@ -426,6 +426,14 @@ fn serve(
         };
         Err(match why {
             Some(why) => anyhow!("cannot use bucket {}: {why} ({e})", source.bucket),
+            // Where the server does not say why, a root refused to a
+            // valid key is most often a key limited to a prefix.
+            None if e.is_access_denied() && source.prefix.is_empty() => anyhow!(
+                "cannot use bucket {}: {} (a key limited to a prefix mounts it as {}:/PREFIX)",
+                source.bucket,
+                e.user_message(),
+                source.bucket
+            ),
             None => anyhow!("cannot use bucket {}: {}", source.bucket, e.user_message()),
         })
     })?;

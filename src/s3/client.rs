@@ -406,9 +406,12 @@ impl S3Client {
         let url = self.url(req)?;
         let mut schedule = self.inner.retry.schedule();
         let mut attempt = 1;
+        // Keys the server calls expired are replaced once per request.
+        let mut refreshed_early = false;
         loop {
             self.inner.throttle.wait().await;
             let started = Instant::now();
+            let signed_with = self.inner.signer.credentials().access_key_id();
             let result = self.attempt(req, &url, read_body).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             match result {
@@ -424,6 +427,26 @@ impl S3Client {
                 }
                 Err(mut err) => {
                     err.attempts = attempt;
+                    // Keys the server calls expired: AWS answers 400
+                    // ExpiredToken, and a HEAD, which has no body, a bare
+                    // 400. Replace them (or take those another request
+                    // just got) and send this once more.
+                    let expired_answer =
+                        matches!(err.code(), Some("ExpiredToken" | "TokenRefreshRequired"))
+                            || (req.method == Method::HEAD && err.status() == Some(400));
+                    if expired_answer && !refreshed_early {
+                        refreshed_early = true;
+                        if self
+                            .inner
+                            .signer
+                            .credentials()
+                            .refresh_now(&signed_with)
+                            .await
+                        {
+                            attempt += 1;
+                            continue;
+                        }
+                    }
                     if err.is_retryable() {
                         if let Some(delay) = schedule.next_delay(err.retry_after) {
                             if err.is_throttling() {

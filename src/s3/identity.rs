@@ -91,6 +91,11 @@ struct Inner {
     source: String,
     /// Set once the "expired" line is logged, cleared by a refresh.
     expiry_logged: AtomicBool,
+    /// The source of temporary keys, for a refresh the server asks for
+    /// (`refresh_now`); `None` for static keys.
+    provider: Option<SharedCredentialsProvider>,
+    /// One such refresh at a time.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl From<Credentials> for LiveCredentials {
@@ -113,15 +118,21 @@ impl std::fmt::Debug for LiveCredentials {
 impl LiveCredentials {
     /// Keys that never change.
     pub fn fixed(credentials: &Credentials) -> Self {
-        Self::with_keys(Keys::from_static(credentials), credentials.source.clone())
+        Self::with_keys(
+            Keys::from_static(credentials),
+            credentials.source.clone(),
+            None,
+        )
     }
 
-    fn with_keys(keys: Keys, source: String) -> Self {
+    fn with_keys(keys: Keys, source: String, provider: Option<SharedCredentialsProvider>) -> Self {
         LiveCredentials {
             inner: Arc::new(Inner {
                 current: RwLock::new(Arc::new(keys)),
                 source,
                 expiry_logged: AtomicBool::new(false),
+                provider,
+                refreshing: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -147,7 +158,7 @@ impl LiveCredentials {
                 expired: humantime::format_rfc3339_seconds(expired).to_string(),
             });
         }
-        let live = Self::with_keys(keys, source);
+        let live = Self::with_keys(keys, source, Some(provider.clone()));
         if live.inner.current.read().expiry.is_some() {
             tokio::spawn(refresh_loop(Arc::downgrade(&live.inner), provider));
         }
@@ -171,6 +182,43 @@ impl LiveCredentials {
             creds.access_key_id().to_owned(),
             creds.secret_access_key().to_owned(),
         ))
+    }
+
+    /// The server called keys `signed_with` expired before their stated
+    /// expiry (a clock behind, a session revoked): ask for new ones now.
+    /// True if keys other than those are in hand afterwards, so that the
+    /// request is worth sending again.
+    pub(crate) async fn refresh_now(&self, signed_with: &str) -> bool {
+        let Some(provider) = &self.inner.provider else {
+            return false;
+        };
+        let _one_at_a_time = self.inner.refreshing.lock().await;
+        if self.inner.current.read().access_key_id != signed_with {
+            return true; // another request refreshed them meanwhile
+        }
+        match provider.provide_credentials().await {
+            Ok(creds) if creds.access_key_id() != signed_with => {
+                let keys = Keys::from_provided(creds);
+                tracing::info!(
+                    access_key_id = keys.access_key_id,
+                    "the server called the credentials from {} expired: replaced them early",
+                    self.inner.source
+                );
+                *self.inner.current.write() = Arc::new(keys);
+                self.inner.expiry_logged.store(false, Ordering::Relaxed);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(
+                    "the server called the credentials from {} expired, and new ones could not \
+                     be had: {}",
+                    self.inner.source,
+                    describe(&e)
+                );
+                false
+            }
+        }
     }
 
     /// When the current keys expire, if they do.
@@ -243,7 +291,16 @@ async fn refresh_loop(inner: Weak<Inner>, provider: SharedCredentialsProvider) {
                 };
                 if !fresher {
                     failures += 1;
-                    tracing::debug!("{} gave no fresher credentials; asking again", live.source);
+                    if failures == 1 {
+                        tracing::warn!(
+                            "{} gives no fresher credentials than those expiring at {}; \
+                             asking again",
+                            live.source,
+                            old.expiry
+                                .map(|e| humantime::format_rfc3339_seconds(e).to_string())
+                                .unwrap_or_default()
+                        );
+                    }
                     continue;
                 }
                 tracing::info!(

@@ -36,6 +36,10 @@ impl Signer {
         self.credentials.key_pair()
     }
 
+    pub(crate) fn credentials(&self) -> &LiveCredentials {
+        &self.credentials
+    }
+
     pub(crate) fn new(credentials: LiveCredentials, region: &str) -> Self {
         Signer {
             credentials,

@@ -12,8 +12,9 @@
 //!   moto issued for the role.
 //! - As a container endpoint (`/container-credentials`, with the
 //!   authorization token checked), as IMDSv2 (`/latest/api/token`, then
-//!   `/latest/meta-data/iam/security-credentials/...`) and as the endpoint a
-//!   `credential_process` script fetches from (`/process-credentials`).
+//!   `/latest/meta-data/iam/security-credentials/...`), as SSO's portal
+//!   (`/federation/credentials`, `AWS_ENDPOINT_URL_SSO`) and as the endpoint
+//!   a `credential_process` script fetches from (`/process-credentials`).
 //!
 //! All keys are real moto keys of the role `bucketfs-temporary` (see
 //! `moto_server.py`), obtained with `AssumeRole`, so moto checks their
@@ -44,6 +45,8 @@ const ROLE_NAME: &str = "bucketfs-temporary";
 pub const CONTAINER_TOKEN: &str = "container-authorization-token";
 pub const WEB_IDENTITY_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.test-web-identity-token";
 const IMDS_TOKEN: &str = "imds-session-token";
+pub const SSO_TOKEN: &str = "sso-access-token-from-aws-sso-login";
+pub const ROLE_NAME_FOR_SSO: &str = ROLE_NAME;
 
 /// One key the rig handed out (or saw STS hand out).
 #[derive(Debug, Clone)]
@@ -195,6 +198,15 @@ impl CredentialRig {
         self.state.lock().unwrap().imds_expired = true;
     }
 
+    /// Every key issued so far expires now, before its stated expiry: the
+    /// server revoked them, or the client's clock is behind.
+    pub fn revoke_issued_keys(&self) {
+        let now = SystemTime::now();
+        for issued in &mut self.state.lock().unwrap().issued {
+            issued.expiry = Some(now);
+        }
+    }
+
     pub fn issued(&self) -> Vec<Issued> {
         self.state.lock().unwrap().issued.clone()
     }
@@ -299,6 +311,32 @@ async fn handle(
                 "SessionToken": c.session_token(),
                 "Expiration": rfc3339(expiry),
             });
+            return Ok(respond(200, body.to_string()));
+        }
+        ("GET", "/federation/credentials") => {
+            // SSO's GetRoleCredentials, with the token `aws sso login` cached.
+            if failing(&state) {
+                return Ok(respond(500, "down"));
+            }
+            let token = req
+                .headers()
+                .get("x-amz-sso_bearer_token")
+                .and_then(|v| v.to_str().ok());
+            let query = req.uri().query().unwrap_or_default();
+            if token != Some(SSO_TOKEN) || !query.contains(&format!("role_name={ROLE_NAME}")) {
+                return Ok(respond(401, "{\"message\":\"bad SSO token or role\"}"));
+            }
+            let (c, expiry) = issue(&state, &minter, "sso", false).await;
+            let millis = expiry
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64;
+            let body = serde_json::json!({"roleCredentials": {
+                "accessKeyId": c.access_key_id(),
+                "secretAccessKey": c.secret_access_key(),
+                "sessionToken": c.session_token(),
+                "expiration": millis,
+            }});
             return Ok(respond(200, body.to_string()));
         }
         ("PUT", "/latest/api/token") => {
