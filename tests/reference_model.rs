@@ -80,6 +80,7 @@ fn setup_with_ttl(store: MemoryStoreConfig, ttl: Duration) -> Setup {
             max_concurrency: 8,
         },
         cache_dir: staging.path().to_owned(),
+        disk_cache: None,
         write_buffer: 64 * MIB as u64,
         part_size: 5 * MIB as u64,
         versions: VersionsMode::Off,

@@ -172,6 +172,17 @@ pub struct MountArgs {
     #[arg(long, value_name = "DIR", help_heading = "Caching")]
     pub cache_dir: Option<PathBuf>,
 
+    /// Keep file data read (and written) in this directory too, across
+    /// remounts and shared by every mount that names it: a second tier
+    /// under the memory cache. Off by default.
+    #[arg(long, value_name = "DIR", help_heading = "Caching")]
+    pub disk_cache: Option<PathBuf>,
+
+    /// Most bytes of file data the disk cache holds; the least recently
+    /// opened files go first.
+    #[arg(long, default_value = "5GiB", value_parser = parse_size_arg, help_heading = "Caching")]
+    pub disk_cache_size: u64,
+
     /// Memory for uploads in flight, shared by all files being written.
     #[arg(long, default_value = "64MiB", value_parser = parse_size_arg, help_heading = "Transfers")]
     pub write_buffer: u64,
@@ -474,6 +485,10 @@ fn serve(
             max_concurrency: args.max_concurrency as usize,
         },
         cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
+        disk_cache: args
+            .disk_cache
+            .clone()
+            .map(|dir| (dir, args.disk_cache_size)),
         write_buffer: args.write_buffer,
         part_size: args.part_size,
         versions: args.versions,
@@ -577,8 +592,14 @@ fn serve(
         unmounter.lock().detach();
     }
     tracing::info!("unmounted {}", mountpoint.display());
+    // The last closes, sent by the kernel before the unmount, finish.
+    runtime.block_on(fs.releases_done(Duration::from_secs(30)));
     // Anything a failed upload left: one last try, else it stays staged.
     runtime.block_on(fs.flush_all());
+    // What was read reaches the disk cache, for the next mount.
+    if let Some(disk) = fs.read_context().disk_cache() {
+        runtime.block_on(disk.drain(Duration::from_secs(30)));
+    }
     fs.cleanup();
     runtime.shutdown_timeout(Duration::from_secs(5));
     result.map_err(|e| anyhow!("FUSE session ended with an error: {e}"))

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use crate::read::{ReadContext, ReadTuning, Reader};
+use crate::read::{DiskCache, ReadContext, ReadTuning, Reader};
 use crate::store::Store;
 use crate::write::journal::{self, UploadJournal};
 use crate::write::{DirtyFile, PartLayout, ReadAccess, StagingDir, WriteContext};
@@ -64,6 +64,8 @@ pub struct FsConfig {
     pub read: ReadTuning,
     /// Where staging files live (a per-mount directory is made inside).
     pub cache_dir: std::path::PathBuf,
+    /// The disk cache's directory and bound in bytes, if it is on.
+    pub disk_cache: Option<(std::path::PathBuf, u64)>,
     /// Memory for part uploads in flight, shared by all files.
     pub write_buffer: u64,
     /// First multipart part size (parts grow beyond 1,000 parts).
@@ -193,25 +195,59 @@ pub struct Fs {
     /// ListObjectVersions results by prefix.
     version_listings: Mutex<LruCache<String, Arc<versions::VersionListing>>>,
     odd_keys: OddKeyLog,
+    /// Releases spawned and not finished: the last closes of files, which
+    /// an unmount waits for (see `Fs::releases_done`).
+    releases: Arc<PendingReleases>,
+}
+
+/// A count of releases in flight, and a wake-up when it reaches zero.
+#[derive(Default)]
+pub struct PendingReleases {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One release in flight; finished when dropped.
+pub struct ReleaseGuard(Arc<PendingReleases>);
+
+impl Drop for ReleaseGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl Fs {
     pub fn new(store: Store, config: FsConfig) -> std::io::Result<Self> {
         let root = config.attrs.dir(None);
-        let read_ctx = Arc::new(ReadContext::new(store.clone(), config.read.clone()));
+        let mut read_ctx = ReadContext::new(store.clone(), config.read.clone());
+        if let Some((dir, bound)) = &config.disk_cache {
+            let disk = DiskCache::open(dir, *bound, &store.location())
+                .map_err(|e| std::io::Error::other(format!("disk cache {}: {e}", dir.display())))?;
+            read_ctx = read_ctx.with_disk_cache(disk);
+        }
+        let read_ctx = Arc::new(read_ctx);
         let write_ctx = if config.read_only {
             None
         } else {
             let staging = StagingDir::open(&config.cache_dir)?;
             let owner = store.location();
             let journal = UploadJournal::open(staging.path(), &owner)?;
-            Some(Arc::new(WriteContext::new(
+            let mut write_ctx = WriteContext::new(
                 store.clone(),
                 PartLayout::new(config.part_size),
                 staging,
                 journal,
                 config.write_buffer,
-            )))
+            );
+            write_ctx.disk_cache = read_ctx.disk_cache().cloned();
+            Some(Arc::new(write_ctx))
         };
         Ok(Fs {
             store,
@@ -236,8 +272,44 @@ impl Fs {
             vnodes: Mutex::new(lru(VNODES)),
             version_listings: Mutex::new(lru(VERSION_LISTINGS)),
             odd_keys: OddKeyLog::default(),
+            releases: Arc::default(),
             config,
         })
+    }
+
+    /// Count a release from the moment the kernel sends it (before its
+    /// task runs), so that an unmount can wait for it.
+    pub fn release_started(&self) -> ReleaseGuard {
+        self.releases
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        ReleaseGuard(self.releases.clone())
+    }
+
+    /// Wait (at most `limit`) for the releases in flight: at unmount, the
+    /// last closes finish their work (the disk cache takes closed files
+    /// there) before the process ends.
+    pub async fn releases_done(&self, limit: std::time::Duration) {
+        let wait = async {
+            loop {
+                let idle = self.releases.idle.notified();
+                if self
+                    .releases
+                    .count
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    == 0
+                {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+
+    /// What every reader shares (the caches).
+    pub fn read_context(&self) -> &Arc<ReadContext> {
+        &self.read_ctx
     }
 
     pub fn config(&self) -> &FsConfig {

@@ -551,7 +551,11 @@ impl fuser::Filesystem for FuseAdapter {
         // failed flush left and frees the handle.
         reply.ok();
         let fs = self.fs.clone();
-        self.rt.spawn(async move { fs.release(fh.0).await });
+        let pending = fs.release_started();
+        self.rt.spawn(async move {
+            fs.release(fh.0).await;
+            drop(pending);
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -29,6 +29,7 @@ use futures::StreamExt;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::cache::{BlockCache, ObjectVersionKey, BLOCK_SIZE};
+use super::disk_cache::{DiskCache, DiskObject};
 use super::error::{ReadError, ReadResult};
 use crate::s3::{GetObjectOutput, GetRequest};
 use crate::store::Store;
@@ -57,6 +58,8 @@ pub struct ReadContext {
     prefetch_budget: Arc<Semaphore>,
     /// GET requests in flight.
     requests: Arc<Semaphore>,
+    /// The second tier, if the mount has one.
+    disk: Option<Arc<DiskCache>>,
 }
 
 impl ReadContext {
@@ -68,7 +71,18 @@ impl ReadContext {
             prefetch_budget: Arc::new(Semaphore::new(budget_kib)),
             requests: Arc::new(Semaphore::new(tuning.max_concurrency.max(1))),
             tuning,
+            disk: None,
         }
+    }
+
+    /// Keep blocks on disk too, and look there before the server.
+    pub fn with_disk_cache(mut self, disk: Arc<DiskCache>) -> Self {
+        self.disk = Some(disk);
+        self
+    }
+
+    pub fn disk_cache(&self) -> Option<&Arc<DiskCache>> {
+        self.disk.as_ref()
     }
 }
 
@@ -148,6 +162,8 @@ pub struct Reader {
     object: ObjectToRead,
     version: ObjectVersionKey,
     state: Mutex<State>,
+    /// What the disk cache holds of this version, read at the first read.
+    disk: tokio::sync::OnceCell<Option<Arc<DiskObject>>>,
 }
 
 /// How far from a sequential run a reordered read of it may land: the
@@ -176,7 +192,24 @@ impl Reader {
                 window,
                 parts: VecDeque::new(),
             }),
+            disk: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The disk cache's view of this version (blocking I/O, so off the
+    /// async workers), once per reader.
+    async fn disk_object(&self) -> Option<Arc<DiskObject>> {
+        let disk = self.ctx.disk.clone()?;
+        self.disk
+            .get_or_init(|| async {
+                let version = self.version.clone();
+                let size = self.object.size;
+                tokio::task::spawn_blocking(move || disk.object(&version, size))
+                    .await
+                    .ok()
+            })
+            .await
+            .clone()
     }
 
     /// The object version this reader reads.
@@ -191,12 +224,39 @@ impl Reader {
             return Ok(Vec::new());
         }
         let end = (offset + len as u64).min(size);
-        let parts = self.plan(offset, end);
+        let disk = self.disk_object().await;
+        let parts = self.plan(offset, end, disk.as_deref());
         let first = offset / BLOCK_SIZE;
         let last = (end - 1) / BLOCK_SIZE;
-        let mut blocks: Vec<Option<Bytes>> = Vec::with_capacity((last - first + 1) as usize);
+        let mut blocks: Vec<Option<Bytes>> = (first..=last)
+            .map(|b| self.ctx.cache.get(&self.version, b))
+            .collect();
+        // The disk tier, for what memory lacks: one blocking task for all
+        // of this read's blocks.
+        if let (Some(cache), Some(object)) = (&self.ctx.disk, &disk) {
+            let wanted: Vec<u64> = (first..=last)
+                .filter(|b| blocks[(b - first) as usize].is_none() && object.holds(*b..b + 1))
+                .collect();
+            if !wanted.is_empty() {
+                let (cache, object) = (cache.clone(), object.clone());
+                let found = tokio::task::spawn_blocking(move || {
+                    wanted
+                        .into_iter()
+                        .map(|b| (b, cache.read_block(&object, b)))
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
+                for (b, block) in found {
+                    if let Some(block) = block {
+                        self.ctx.cache.insert(&self.version, b, block.clone());
+                        blocks[(b - first) as usize] = Some(block);
+                    }
+                }
+            }
+        }
         for b in first..=last {
-            let mut found = self.ctx.cache.get(&self.version, b);
+            let mut found = blocks[(b - first) as usize].take();
             if found.is_none() {
                 let part = parts
                     .iter()
@@ -205,7 +265,7 @@ impl Reader {
                     found = part.block(b).await.transpose()?;
                 }
             }
-            blocks.push(found);
+            blocks[(b - first) as usize] = found;
         }
         // Whatever is still missing is fetched now, one GET per run of
         // consecutive missing blocks.
@@ -245,7 +305,7 @@ impl Reader {
 
     /// Classify the read, adjust the window, start prefetch parts, and
     /// return the parts that may hold the data.
-    fn plan(&self, offset: u64, end: u64) -> Vec<Arc<Part>> {
+    fn plan(&self, offset: u64, end: u64, disk: Option<&DiskObject>) -> Vec<Arc<Part>> {
         let tuning = &self.ctx.tuning;
         let size = self.object.size;
         let mut st = self.state.lock();
@@ -311,6 +371,11 @@ impl Reader {
                     break;
                 }
                 let stop = (align_down(start + len + BLOCK_SIZE - 1)).min(size);
+                // What the disk cache holds whole is not fetched again.
+                if disk.is_some_and(|d| d.holds(start / BLOCK_SIZE..stop.div_ceil(BLOCK_SIZE))) {
+                    st.prefetched_until = stop;
+                    continue;
+                }
                 let kib = (stop - start).div_ceil(1024).max(1) as u32;
                 let Ok(permit) = self.ctx.prefetch_budget.clone().try_acquire_many_owned(kib)
                 else {
@@ -344,10 +409,16 @@ impl Reader {
         let ctx = self.ctx.clone();
         let object = self.object.clone();
         let version = self.version.clone();
+        let disk = self.disk.get().cloned().flatten();
         let task_range = range.clone();
         let task_blocks = blocks.clone();
         let task = tokio::spawn(async move {
-            let result = fetch_range(&ctx, &object, &version, task_range, |offset_end, block| {
+            let target = Target {
+                object: &object,
+                version: &version,
+                disk: disk.as_ref(),
+            };
+            let result = fetch_range(&ctx, target, task_range, |offset_end, block| {
                 task_blocks.lock().push(block);
                 tx.send_modify(|p| p.done_until = offset_end);
             })
@@ -368,23 +439,43 @@ impl Reader {
     /// Fetch `range` (block-aligned) now and return its blocks.
     async fn fetch(&self, range: Range<u64>) -> ReadResult<Vec<Bytes>> {
         let mut blocks = Vec::new();
-        fetch_range(&self.ctx, &self.object, &self.version, range, |_, block| {
-            blocks.push(block)
-        })
-        .await?;
+        let disk = self.disk.get().cloned().flatten();
+        let target = Target {
+            object: &self.object,
+            version: &self.version,
+            disk: disk.as_ref(),
+        };
+        fetch_range(&self.ctx, target, range, |_, block| blocks.push(block)).await?;
         Ok(blocks)
     }
 }
 
+/// The object version a GET is for, and where its blocks are kept.
+struct Target<'a> {
+    object: &'a ObjectToRead,
+    version: &'a ObjectVersionKey,
+    disk: Option<&'a Arc<DiskObject>>,
+}
+
+impl Target<'_> {
+    /// Keep a block that arrived: in memory, and on disk if there is one.
+    async fn keep(&self, ctx: &ReadContext, block_no: u64, block: &Bytes) {
+        ctx.cache.insert(self.version, block_no, block.clone());
+        if let (Some(cache), Some(object)) = (&ctx.disk, self.disk) {
+            cache.store(object, block_no, block.clone()).await;
+        }
+    }
+}
+
 /// GET `range` of the object and hand it over block by block (each block
-/// also goes into the cache), with the absolute offset reached.
+/// also goes into the caches), with the absolute offset reached.
 async fn fetch_range(
     ctx: &ReadContext,
-    object: &ObjectToRead,
-    version: &ObjectVersionKey,
+    target: Target<'_>,
     range: Range<u64>,
     mut on_block: impl FnMut(u64, Bytes),
 ) -> ReadResult<()> {
+    let object = target.object;
     let _slot = ctx
         .requests
         .acquire()
@@ -433,7 +524,7 @@ async fn fetch_range(
             if buf.len() == BLOCK_SIZE as usize {
                 let block = buf.split().freeze();
                 offset += block.len() as u64;
-                ctx.cache.insert(version, block_no, block.clone());
+                target.keep(ctx, block_no, &block).await;
                 on_block(offset, block);
                 block_no += 1;
                 buf.reserve(BLOCK_SIZE as usize);
@@ -443,7 +534,7 @@ async fn fetch_range(
     if !buf.is_empty() {
         let block = buf.split().freeze();
         offset += block.len() as u64;
-        ctx.cache.insert(version, block_no, block.clone());
+        target.keep(ctx, block_no, &block).await;
         on_block(offset, block);
     }
     if offset != range.end {
@@ -510,7 +601,7 @@ mod tests {
         let mut started = Vec::new();
         for i in 0..512u64 {
             let offset = i * 128 * 1024;
-            r.plan(offset, offset + 128 * 1024);
+            r.plan(offset, offset + 128 * 1024, None);
             for range in ranges(&r) {
                 if !started.contains(&range) {
                     started.push(range);
@@ -536,12 +627,12 @@ mod tests {
     #[tokio::test]
     async fn random_reads_fetch_only_their_blocks() {
         let r = reader(1024 * MIB);
-        r.plan(500 * MIB, 500 * MIB + 4096);
-        r.plan(10 * MIB, 10 * MIB + 4096);
-        r.plan(700 * MIB, 700 * MIB + 4096);
+        r.plan(500 * MIB, 500 * MIB + 4096, None);
+        r.plan(10 * MIB, 10 * MIB + 4096, None);
+        r.plan(700 * MIB, 700 * MIB + 4096, None);
         assert!(ranges(&r).is_empty(), "no prefetch for random reads");
         // A read at offset 0 starts the window at once (time to first byte).
-        r.plan(0, 4096);
+        r.plan(0, 4096, None);
         assert_eq!(ranges(&r), vec![0..(MIB + BLOCK_SIZE)]);
     }
 }

@@ -35,6 +35,8 @@ pub struct WriteContext {
     pub journal: Arc<UploadJournal>,
     /// Whether parts copied from a base without a version id are pinned.
     pub(super) copy_pin: CopyPin,
+    /// Where a file uploaded whole from staging is kept for reads too.
+    pub disk_cache: Option<Arc<crate::read::DiskCache>>,
 }
 
 impl WriteContext {
@@ -47,6 +49,7 @@ impl WriteContext {
     ) -> Self {
         let kib = (write_buffer / 1024).clamp(layout.first_part() / 1024, u32::MAX as u64 / 2);
         WriteContext {
+            disk_cache: None,
             copy_pin: CopyPin::new(store.copy_if_match_known()),
             store,
             layout,

@@ -35,6 +35,7 @@ mod view;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -332,6 +333,9 @@ impl DirtyFile {
                 self.tail = Some((stream.frontier, fill.freeze()));
             }
         }
+        // A new file (or one truncated to zero) has all its bytes in
+        // staging: nothing comes from an earlier version.
+        let whole_in_staging = self.base.is_none();
         let streaming = self.stream.as_ref().is_some_and(|s| s.upload_id.is_some());
         let result = if streaming {
             self.finish_stream(ctx).await
@@ -361,6 +365,15 @@ impl DirtyFile {
                 // the disk is freed once no read is using it.
                 self.publish_view();
                 let _no_reads = self.reads.emptying().await;
+                // Reading it back need not cost a GET: the disk cache takes
+                // a copy of the bytes just uploaded, before they are freed.
+                if let (Some(disk), true) = (&ctx.disk_cache, whole_in_staging && self.size > 0) {
+                    let version = crate::read::ObjectVersionKey {
+                        key: Arc::from(self.key.as_str()),
+                        etag: Arc::from(out.etag.as_str()),
+                    };
+                    disk.adopt(&version, self.size, &self.staging.path).await;
+                }
                 let _ = self.staging.set_len(0);
                 Ok(Some(out))
             }
