@@ -6,6 +6,7 @@
 #   bench/run.sh [--runs N] [--tools bucketfs,s3fs,rclone,mountpoint-s3] [--quick]
 #   bench/run.sh bill [--tools ...] [--strict] [--scale] [--only 1,6]
 #   bench/run.sh scale [--tools bucketfs,bucketfs-trust,...] [--limit SECONDS]
+#   bench/run.sh cache [--runs N]   (the disk cache: re-reads after a remount)
 #
 # Installs what it lacks (Debian fio, s3fs, rclone, and cmake/clang for
 # mountpoint-s3's C libraries; Garage 2.5.0 with cargo install, ~12 min once
@@ -66,11 +67,13 @@ ip netns exec "$ns" ip route change local 127.0.0.1 dev lo table local \
 # Everything from here on (server, mounts, curl) lives in the namespace;
 # `ip netns exec` also gives it a mount namespace of its own, so the
 # benchmark's mounts are invisible outside and vanish with it.
-# `bench/run.sh bill ...` runs the request-bill benchmark instead, and
-# `bench/run.sh scale ...` the million-object one.
+# `bench/run.sh bill ...` runs the request-bill benchmark instead,
+# `bench/run.sh scale ...` the million-object one, and `bench/run.sh
+# cache ...` the disk cache's.
 script=bench.py
 case "${1:-}" in
   bill) script=bill.py; shift ;;
   scale) script=scale.py; shift ;;
+  cache) script=cache.py; shift ;;
 esac
 ip netns exec "$ns" "$repo/.venv/bin/python" "$repo/bench/$script" "$@"
