@@ -295,21 +295,33 @@ async fn a_file_written_through_the_mount_reads_back_without_a_get() {
     let cache = tempfile::tempdir().expect("cache dir");
     let data = test_data(3 * 1024 * 1024 + 5, 6);
     let mut first = mount(c.bucket(), &proxy, cache.path(), &[]);
-    let path = first.path.join("new.bin");
-    let body = data.clone();
-    blocking(move || {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&path).expect("create");
-        f.write_all(&body).expect("write");
-        support::close_checked(f).expect("close");
+    // Written by `cp`, not by this process: a process that a parallel test
+    // spawns would inherit our descriptor and flush the file half-written
+    // (a save then, whose staging file is freed: the cache takes only what
+    // is whole in staging at an upload).
+    let local = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(local.path(), &data).expect("local copy");
+    let (from, to) = (local.path().to_owned(), first.path.join("new.bin"));
+    let copied = blocking(move || {
+        std::process::Command::new("cp")
+            .arg(&from)
+            .arg(&to)
+            .status()
+            .expect("run cp")
     })
     .await;
+    assert!(copied.success(), "cp into the mount");
     assert!(first.unmount().success());
 
     proxy.clear_seen();
     let second = mount(c.bucket(), &proxy, cache.path(), &[]);
     assert!(read_all(second.path.join("new.bin")).await == data[..]);
-    assert_eq!(object_gets(&proxy), 0, "the upload fed the disk cache");
+    assert_eq!(
+        object_gets(&proxy),
+        0,
+        "the upload fed the disk cache: {:?}",
+        proxy.seen()
+    );
     // And the bucket holds the same bytes.
     let (_, stored) = c
         .get_object_bytes("new.bin", Default::default())

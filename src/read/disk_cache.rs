@@ -27,7 +27,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,32 +109,8 @@ pub struct DiskCache {
     adopted: AtomicU64,
 }
 
-/// Create `dir` 0700 if needed, and refuse one that another user owns or
-/// that others may write to.
-pub fn private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let meta = std::fs::metadata(dir)?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
-        return Err(io::Error::other(format!(
-            "{} belongs to uid {}, not to us",
-            dir.display(),
-            meta.uid()
-        )));
-    }
-    if meta.permissions().mode() & 0o022 != 0 {
-        return Err(io::Error::other(format!(
-            "{} is writable by group or others",
-            dir.display()
-        )));
-    }
-    Ok(())
+fn private_dir(dir: &Path) -> io::Result<()> {
+    crate::private_dir::ensure_private_dir(dir, "disk cache directory")
 }
 
 fn open_private(path: &Path, create: bool) -> io::Result<File> {
@@ -618,6 +594,7 @@ fn process_alive(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn version(key: &str, etag: &str) -> ObjectVersionKey {
         ObjectVersionKey {

@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -88,26 +88,7 @@ impl StagingDir {
     /// Create (or check) the cache directory and this mount's staging
     /// directory inside it.
     pub fn open(cache_dir: &Path) -> io::Result<Self> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(cache_dir)?;
-        let meta = std::fs::metadata(cache_dir)?;
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
-        if meta.uid() != me {
-            return Err(io::Error::other(format!(
-                "cache directory {} belongs to uid {}, not to us",
-                cache_dir.display(),
-                meta.uid()
-            )));
-        }
-        if meta.permissions().mode() & 0o022 != 0 {
-            return Err(io::Error::other(format!(
-                "cache directory {} is writable by group or others",
-                cache_dir.display()
-            )));
-        }
+        crate::private_dir::ensure_private_dir(cache_dir, "cache directory")?;
         let path = cache_dir.join(format!("staging-{}", std::process::id()));
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -315,6 +296,7 @@ impl StagingFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn directories_and_files_are_private() {
@@ -426,6 +408,7 @@ mod process_tests {
 mod ownership_tests {
     use super::*;
     use std::os::unix::fs::chown;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_cache_directory_owned_by_someone_else_is_refused() {

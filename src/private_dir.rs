@@ -1,0 +1,35 @@
+//! Directories only this user may use: the staging directory (`write`)
+//! and the disk cache (`read`) hold file data, so they are made 0700 and
+//! refused if another user owns them or others may write to them (a
+//! planted symlink or file there could read or replace our data).
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// Create `dir` (and its parents) 0700 if needed, and refuse one that
+/// another user owns or that group or others may write to. `what` names
+/// it in errors ("cache directory").
+pub fn ensure_private_dir(dir: &Path, what: &str) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(io::Error::other(format!(
+            "{what} {} belongs to uid {}, not to us",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(io::Error::other(format!(
+            "{what} {} is writable by group or others",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
