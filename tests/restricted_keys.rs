@@ -45,9 +45,14 @@ async fn a_read_only_key_reads_and_gets_a_clear_error_on_the_first_write() {
     let env = key_env(&key);
     let endpoint = server().endpoint.clone();
     let b = bucket.clone();
-    let mount = blocking(move || Mount::try_start_with_env(&b, &endpoint, &[], &env))
-        .await
-        .expect("a read-only key mounts");
+    // Its own cache directory: the refused write's data stays there.
+    let cache = tempfile::tempdir().expect("cache dir");
+    let cache_arg = cache.path().to_string_lossy().into_owned();
+    let mount = blocking(move || {
+        Mount::try_start_with_env(&b, &endpoint, &["--cache-dir", &cache_arg], &env)
+    })
+    .await
+    .expect("a read-only key mounts");
     let dir = mount.path.clone();
     blocking(move || {
         assert_eq!(std::fs::read(dir.join("a.txt")).expect("read"), b"readable");

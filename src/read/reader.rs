@@ -14,7 +14,9 @@
 //! Memory: parts take permits from one budget shared by every reader
 //! (`cache_size`); when it is spent, readers prefetch less rather than
 //! allocate more. Blocks go into the shared LRU as they arrive, so a re-read
-//! is served from memory. Every GET carries `If-Match` with the ETag seen at
+//! is served from memory, and to the disk cache when the mount has one
+//! (`disk_cache.rs`): a read looks in memory, then on disk, then asks the
+//! server, and no prefetch is started for a range the disk holds whole. Every GET carries `If-Match` with the ETag seen at
 //! open: if the object is replaced, reads fail with ESTALE instead of mixing
 //! two versions.
 

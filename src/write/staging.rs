@@ -90,16 +90,23 @@ impl StagingDir {
     pub fn open(cache_dir: &Path) -> io::Result<Self> {
         crate::private_dir::ensure_private_dir(cache_dir, "cache directory")?;
         let path = cache_dir.join(format!("staging-{}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
-            .or_else(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })?;
+        let mkdir = || std::fs::DirBuilder::new().mode(0o700).create(&path);
+        if let Err(e) = mkdir() {
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(e);
+            }
+            // Left by an earlier process with our PID (PIDs are reused,
+            // after 32,768 by default): its files would collide with ours
+            // and its journal would be lost. It goes aside, under a name
+            // `leftovers` reports, and this mount starts afresh.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            let aside = cache_dir.join(format!("staging-{}-{nanos}", std::process::id()));
+            std::fs::rename(&path, &aside)?;
+            mkdir()?;
+        }
         Ok(StagingDir {
             path,
             seq: AtomicU64::new(0),
@@ -124,8 +131,16 @@ impl StagingDir {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let pid: u32 = name.strip_prefix("staging-")?.parse().ok()?;
-                let alive = pid == std::process::id() || process_running(pid);
+                let rest = name.strip_prefix("staging-")?;
+                // `staging-PID`, or `staging-PID-N`: one set aside by a
+                // process that found its PID's directory taken (`open`),
+                // whose process is gone by then.
+                let (pid, set_aside) = match rest.split_once('-') {
+                    Some((pid, _)) => (pid, true),
+                    None => (rest, false),
+                };
+                let pid: u32 = pid.parse().ok()?;
+                let alive = !set_aside && (pid == std::process::id() || process_running(pid));
                 (!alive).then(|| e.path())
             })
             .collect()
@@ -297,6 +312,26 @@ impl StagingFile {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_staging_directory_left_under_our_pid_is_set_aside_not_reused() {
+        let cache = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        // What a dead process that had our PID left: a staged file.
+        let old = cache.path().join(format!("staging-{}", std::process::id()));
+        std::fs::create_dir(&old).unwrap();
+        std::fs::write(old.join("00000000"), b"unsaved").unwrap();
+        let staging = StagingDir::open(cache.path()).unwrap();
+        let file = staging.create("k").expect("no collision with the old file");
+        drop(file);
+        let leftovers = staging.leftovers();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+        assert_eq!(
+            std::fs::read(leftovers[0].join("00000000")).unwrap(),
+            b"unsaved",
+            "the old data is kept for recovery"
+        );
+    }
 
     #[test]
     fn directories_and_files_are_private() {
