@@ -8,7 +8,7 @@
 pub mod cli;
 pub mod fs;
 pub mod fuse;
-pub mod private_dir;
+pub mod local_dir;
 pub mod read;
 pub mod s3;
 pub mod store;

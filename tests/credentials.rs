@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,7 +17,7 @@ use support::credential_rig::{
     WEB_IDENTITY_TOKEN,
 };
 use support::mount::Mount;
-use support::{blocking, close_checked, server, test_data};
+use support::{blocking, server, test_data, write_closed};
 
 /// How long each key lives: "about a minute", as the AWS sources can be
 /// told to hand out at the least.
@@ -37,14 +36,6 @@ fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(&path, text).expect("write");
     path
-}
-
-/// Write `data` to `path` through the mount, failing on any error of
-/// open, write or close.
-fn write_closed(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(data)?;
-    close_checked(f)
 }
 
 /// Every check asks the bucket, so that requests never stop.

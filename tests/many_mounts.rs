@@ -9,12 +9,12 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::mount::Mount;
-use support::{blocking, close_checked, server, test_data, wait_until};
+use support::{blocking, server, test_data, wait_until};
 
 const MIB: usize = 1024 * 1024;
 
@@ -26,10 +26,7 @@ const TTL: Duration = Duration::from_secs(1);
 const SLACK: Duration = Duration::from_secs(4);
 
 fn write_closed(path: &Path, data: &[u8]) {
-    let mut f = std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    f.write_all(data)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    close_checked(f).unwrap_or_else(|e| panic!("close {}: {e}", path.display()));
+    support::write_closed(path, data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 fn names(dir: &Path) -> std::io::Result<BTreeSet<String>> {

@@ -7,25 +7,17 @@
 
 mod support;
 
-use std::io::Write;
 use std::sync::Arc;
 
 use support::mount::Mount;
 use support::proxy::{Fault, FaultProxy};
-use support::{blocking, close_checked, put, server};
+use support::{blocking, put, server, write_closed};
 
 fn key_env(key: &(String, String)) -> Vec<(String, String)> {
     vec![
         ("AWS_ACCESS_KEY_ID".into(), key.0.clone()),
         ("AWS_SECRET_ACCESS_KEY".into(), key.1.clone()),
     ]
-}
-
-/// Create, write and close `path`; the first error of the three.
-fn write_closed(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(data)?;
-    close_checked(f)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,7 +110,7 @@ pub struct DiskCache {
 }
 
 fn private_dir(dir: &Path) -> io::Result<()> {
-    crate::private_dir::ensure_private_dir(dir, "disk cache directory")
+    crate::local_dir::ensure_private_dir(dir, "disk cache directory")
 }
 
 fn open_private(path: &Path, create: bool) -> io::Result<File> {
@@ -588,7 +588,7 @@ fn process_alive(name: &str) -> bool {
     name.split('-')
         .nth(1)
         .and_then(|pid| pid.parse::<u32>().ok())
-        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        .is_some_and(crate::local_dir::process_running)
 }
 
 #[cfg(test)]

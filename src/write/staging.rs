@@ -88,7 +88,7 @@ impl StagingDir {
     /// Create (or check) the cache directory and this mount's staging
     /// directory inside it.
     pub fn open(cache_dir: &Path) -> io::Result<Self> {
-        crate::private_dir::ensure_private_dir(cache_dir, "cache directory")?;
+        crate::local_dir::ensure_private_dir(cache_dir, "cache directory")?;
         let path = cache_dir.join(format!("staging-{}", std::process::id()));
         let mkdir = || std::fs::DirBuilder::new().mode(0o700).create(&path);
         if let Err(e) = mkdir() {
@@ -140,7 +140,8 @@ impl StagingDir {
                     None => (rest, false),
                 };
                 let pid: u32 = pid.parse().ok()?;
-                let alive = !set_aside && (pid == std::process::id() || process_running(pid));
+                let alive = !set_aside
+                    && (pid == std::process::id() || crate::local_dir::process_running(pid));
                 (!alive).then(|| e.path())
             })
             .collect()
@@ -378,20 +379,6 @@ mod tests {
     }
 }
 
-/// Whether process `pid` is still running. A killed daemon whose parent
-/// has not reaped it yet (an orphan under an init that reaps late) stays in
-/// /proc as a zombie: it runs nothing and writes nothing, so it is gone.
-fn process_running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        // pid (comm) state ...: the name may hold spaces and parentheses.
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
-    }
-}
-
 #[cfg(test)]
 mod direct_tests {
     use super::*;
@@ -415,7 +402,7 @@ mod direct_tests {
 
 #[cfg(test)]
 mod process_tests {
-    use super::process_running;
+    use crate::local_dir::process_running;
 
     #[test]
     fn a_zombie_is_not_running() {

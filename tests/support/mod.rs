@@ -331,6 +331,15 @@ pub fn close_checked(f: std::fs::File) -> std::io::Result<()> {
     }
 }
 
+/// Create `path`, write `data` and close it, returning the first error of
+/// the three (a failed close included, which `std::fs::write` hides).
+pub fn write_closed(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    close_checked(f)
+}
+
 /// A new IAM user of the moto server with `policy` (a JSON policy
 /// document) as its only permissions, and an access key for it: a key
 /// limited as a B2 application key can be (read-only, or to a prefix).

@@ -1,7 +1,8 @@
-//! Directories only this user may use: the staging directory (`write`)
+//! Directories of our own on local disk: the staging directory (`write`)
 //! and the disk cache (`read`) hold file data, so they are made 0700 and
 //! refused if another user owns them or others may write to them (a
-//! planted symlink or file there could read or replace our data).
+//! planted symlink or file there could read or replace our data); and
+//! what a process left in them is recovered once that process is gone.
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -32,4 +33,18 @@ pub fn ensure_private_dir(dir: &Path, what: &str) -> io::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether process `pid` is still running. A killed daemon whose parent
+/// has not reaped it yet (an orphan under an init that reaps late) stays in
+/// /proc as a zombie: it runs nothing and writes nothing, so it is gone.
+pub fn process_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        // pid (comm) state ...: the name may hold spaces and parentheses.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+    }
 }
