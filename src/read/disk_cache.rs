@@ -190,10 +190,7 @@ impl DiskCache {
             identity.extend_from_slice(&(part.len() as u32).to_le_bytes());
             identity.extend_from_slice(part);
         }
-        let hash: String = Sha256::digest(&identity)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = crate::s3::hex_digest(&Sha256::digest(&identity));
         let dir = self.root.join(&hash[..2]);
         (
             Paths {
@@ -256,10 +253,8 @@ impl DiskCache {
             if header_matches(&meta, &identity, size) {
                 let mut raw = vec![0u8; blocks * ENTRY as usize];
                 if meta.read_exact_at(&mut raw, HEADER).is_ok() {
-                    for (i, e) in raw.chunks_exact(ENTRY as usize).enumerate() {
-                        let crc = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
-                        let len = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
-                        entries[i] = (crc, len);
+                    for (entry, raw) in entries.iter_mut().zip(raw.chunks_exact(ENTRY as usize)) {
+                        *entry = decode_entry(raw);
                     }
                 }
                 // Recency for eviction: this object was opened now.
@@ -373,15 +368,20 @@ fn write_loop(root: &Path, bound: u64, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-fn entry_at(meta: &File, b: u64) -> (u32, u32) {
-    let mut e = [0u8; 8];
-    if meta.read_exact_at(&mut e, HEADER + b * ENTRY).is_err() {
-        return (0, 0);
-    }
+/// A block's entry: its CRC32C and length (0: not cached).
+fn decode_entry(e: &[u8]) -> (u32, u32) {
     (
         u32::from_le_bytes([e[0], e[1], e[2], e[3]]),
         u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
     )
+}
+
+fn entry_at(meta: &File, b: u64) -> (u32, u32) {
+    let mut e = [0u8; ENTRY as usize];
+    if meta.read_exact_at(&mut e, HEADER + b * ENTRY).is_err() {
+        return (0, 0);
+    }
+    decode_entry(&e)
 }
 
 fn store_block(
@@ -430,9 +430,9 @@ fn store_block(
         let data_file = open_private(&object.paths.data, true)?;
         data_file.set_len(0)?;
     }
-    let (_, had) = entry_at(&meta, b);
-    if had > 0 {
-        object.entries.lock()[b as usize] = entry_at(&meta, b);
+    let had = entry_at(&meta, b);
+    if had.1 > 0 {
+        object.entries.lock()[b as usize] = had;
         return Ok(()); // another mount stored it meanwhile
     }
     ledger.set(total + len)?;
@@ -494,7 +494,7 @@ fn recorded_bytes(meta: &Path) -> u64 {
         .get(HEADER as usize..)
         .unwrap_or_default()
         .chunks_exact(ENTRY as usize)
-        .map(|e| u32::from_le_bytes([e[4], e[5], e[6], e[7]]) as u64)
+        .map(|e| decode_entry(e).1 as u64)
         .sum()
 }
 
