@@ -329,3 +329,186 @@ async fn a_file_written_through_the_mount_reads_back_without_a_get() {
         .expect("stored");
     assert!(stored[..] == data[..]);
 }
+
+/// Keeps a stopped process stopped only for as long as this lives: the
+/// daemon is sent SIGCONT however the test ends.
+struct Stopped(i32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        let pid = pid as i32;
+        // SAFETY: a signal to the daemon this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// Fill the disk cache with `name` through one mount, then unmount it:
+/// the next mount finds the file whole (and checked) in the cache.
+async fn cache_whole(bucket: &str, proxy: &FaultProxy, cache: &Path, name: &str, data: &[u8]) {
+    let mut first = mount(bucket, proxy, cache, &[]);
+    assert!(read_all(first.path.join(name)).await == data[..]);
+    assert!(first.unmount().success());
+}
+
+/// Read all of `file` with pread only: no fstat, which could ask the
+/// daemon for attributes.
+fn pread_all(file: &std::fs::File, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_wholly_cached_is_read_by_the_kernel_with_the_daemon_stopped() {
+    let c = support::new_bucket("dc-passthrough").await;
+    let data = test_data(5 * 1024 * 1024 + 321, 7);
+    put(&c, "whole.bin", &data).await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    let cache = tempfile::tempdir().expect("cache dir");
+    cache_whole(c.bucket(), &proxy, cache.path(), "whole.bin", &data).await;
+
+    proxy.clear_seen();
+    let second = mount(c.bucket(), &proxy, cache.path(), &[]);
+    assert!(
+        second.log_text().contains("FUSE passthrough"),
+        "the log says which path reads take: {}",
+        second.log_text()
+    );
+    let path = second.path.join("whole.bin");
+    let file = blocking(move || std::fs::File::open(path).expect("open")).await;
+    // With the daemon stopped, only the kernel can answer: a read that
+    // needed bucketfs would hang until the timeout below. (The file is
+    // closed only after SIGCONT: a close asks the daemon to flush.)
+    let stopped = Stopped::stop(second.pid().expect("daemon pid"));
+    let len = data.len();
+    let reading = tokio::task::spawn_blocking(move || (pread_all(&file, len), file));
+    let read = tokio::time::timeout(Duration::from_secs(20), reading).await;
+    drop(stopped);
+    let (read, file) = read
+        .expect("read without the daemon (passthrough)")
+        .expect("reader thread");
+    drop(file);
+    assert!(read.expect("read") == data[..]);
+    assert_eq!(object_gets(&proxy), 0, "{:?}", proxy.seen());
+}
+
+/// Write `data` to `to` with `cp` (see the written-file test for why not
+/// from this process); its exit status.
+async fn cp_into(data: &[u8], to: PathBuf) -> std::process::Output {
+    let local = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(local.path(), data).expect("local copy");
+    let from = local.path().to_owned();
+    blocking(move || {
+        let out = std::process::Command::new("cp")
+            .arg(&from)
+            .arg(&to)
+            .output()
+            .expect("run cp");
+        drop(local);
+        out
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passthrough_open_refuses_writers_and_newer_versions_until_closed() {
+    let c = support::new_bucket("dc-pt-busy").await;
+    let old = test_data(2 * 1024 * 1024, 8);
+    put(&c, "f", &old).await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    let cache = tempfile::tempdir().expect("cache dir");
+    cache_whole(c.bucket(), &proxy, cache.path(), "f", &old).await;
+
+    let m = mount(c.bucket(), &proxy, cache.path(), &["--metadata-ttl", "0"]);
+    let path = m.path.join("f");
+    let p = path.clone();
+    let reader = blocking(move || std::fs::File::open(p).expect("open")).await;
+
+    // A writer on this mount: refused while the passthrough open lasts.
+    let out = cp_into(b"new bytes", path.clone()).await;
+    assert!(!out.status.success(), "cp over a file open by passthrough");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Text file busy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = path.clone();
+    let err = blocking(move || std::fs::OpenOptions::new().write(true).open(p))
+        .await
+        .expect_err("open for writing");
+    assert_eq!(err.raw_os_error(), Some(libc::ETXTBSY));
+    let p = path.clone();
+    let err = blocking(move || {
+        std::process::Command::new("truncate")
+            .args(["-s", "10"])
+            .arg(p)
+            .output()
+            .expect("run truncate")
+    })
+    .await;
+    assert!(
+        !err.status.success(),
+        "truncate of a file open by passthrough"
+    );
+
+    // Another client replaces the object: a new open cannot be given the
+    // new version beside the old one's passthrough opens.
+    let new = test_data(1024 * 1024, 9);
+    put(&c, "f", &new).await;
+    let p = path.clone();
+    let err = blocking(move || std::fs::File::open(p))
+        .await
+        .expect_err("open of the newer version");
+    assert_eq!(err.raw_os_error(), Some(libc::ESTALE));
+    // The open reader still reads the old version, whole.
+    let len = old.len();
+    let read = blocking(move || {
+        let read = pread_all(&reader, len);
+        drop(reader);
+        read
+    })
+    .await;
+    assert!(read.expect("old version") == old[..]);
+
+    // Once closed, the new version opens, and a writer may write.
+    assert!(read_all(path.clone()).await == new[..]);
+    let out = cp_into(b"written", path.clone()).await;
+    assert!(out.status.success(), "{:?}", out);
+    assert_eq!(read_all(path).await, b"written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_passthrough_reads_through_the_daemon_and_lets_writers_in() {
+    let c = support::new_bucket("dc-no-pt").await;
+    let data = test_data(1024 * 1024, 10);
+    put(&c, "f", &data).await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    let cache = tempfile::tempdir().expect("cache dir");
+    cache_whole(c.bucket(), &proxy, cache.path(), "f", &data).await;
+
+    proxy.clear_seen();
+    let m = mount(c.bucket(), &proxy, cache.path(), &["--no-passthrough"]);
+    assert!(
+        m.log_text()
+            .contains("without FUSE passthrough: --no-passthrough"),
+        "{}",
+        m.log_text()
+    );
+    let path = m.path.join("f");
+    let p = path.clone();
+    let reader = blocking(move || std::fs::File::open(p).expect("open")).await;
+    let out = cp_into(b"replaced", path.clone()).await;
+    assert!(out.status.success(), "{:?}", out);
+    drop(reader);
+    assert_eq!(read_all(path).await, b"replaced");
+    assert_eq!(object_gets(&proxy), 0, "{:?}", proxy.seen());
+}

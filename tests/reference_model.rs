@@ -56,6 +56,12 @@ fn setup(store: MemoryStoreConfig) -> Setup {
 
 /// A core whose attributes, listings and misses are trusted for `ttl`.
 fn setup_with_ttl(store: MemoryStoreConfig, ttl: Duration) -> Setup {
+    setup_with_parts(store, ttl, 5 * MIB as u64)
+}
+
+/// The same, saving files in parts of `part_size` (the smallest S3
+/// allows by default: more parts per test file).
+fn setup_with_parts(store: MemoryStoreConfig, ttl: Duration, part_size: u64) -> Setup {
     let bucket = Arc::new(MemoryStore::new(store));
     let faults = Arc::new(FaultyStore::new(bucket.clone()));
     let staging = tempfile::tempdir().expect("a temporary directory");
@@ -82,7 +88,7 @@ fn setup_with_ttl(store: MemoryStoreConfig, ttl: Duration) -> Setup {
         cache_dir: staging.path().to_owned(),
         disk_cache: None,
         write_buffer: 64 * MIB as u64,
-        part_size: 5 * MIB as u64,
+        part_size,
         versions: VersionsMode::Off,
     };
     let fs = Fs::new(faults.clone(), config).expect("the core starts");
@@ -1171,13 +1177,43 @@ async fn saves_copy_parts_only_where_the_copy_condition_pins_them() {
         }
         let copies = s.bucket.requests("UploadPartCopy");
         if copy_if_match {
-            // The probe, then the three unchanged 5 MiB parts of each save.
-            assert_eq!(copies, 1 + 2 * 3, "copy_if_match {copy_if_match}");
+            // The probe, then one copy of the three unchanged 5 MiB parts
+            // per save.
+            assert_eq!(copies, 1 + 2, "copy_if_match {copy_if_match}");
         } else {
             // The probe alone: nothing is copied after it.
             assert_eq!(copies, 1, "copy_if_match {copy_if_match}");
         }
     }
+}
+
+/// 4 KiB changed in the middle of a 64 MiB file: the save copies the
+/// unchanged bytes before and after the change in one copy each (a copy
+/// costs a class C request on B2 whatever its size), uploads 5 MiB around
+/// the change (reading the rest of them from the base, billed as egress
+/// on B2), and stores the whole file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_change_in_a_big_file_costs_two_copies() {
+    // The default part size: the changed part is bigger than 5 MiB.
+    let s = setup_with_parts(MemoryStoreConfig::default(), Duration::ZERO, 8 * MIB as u64);
+    let original = bytes_of(64 * MIB, 3);
+    put(&s.bucket, "big", &original).await;
+    let ino = resolve(&s.fs, "big").await.expect("big");
+    let fh = s.fs.open(ino, true, false).await.expect("open r+").fh;
+    let at = 30 * MIB + 123;
+    s.fs.write(fh, at as u64, &[7; 4096]).await.expect("write");
+    s.fs.flush(fh).await.expect("save");
+    s.fs.release(fh).await;
+    let mut expected = original;
+    expected[at..at + 4096].fill(7);
+    assert!(s.bucket.content("big").expect("big")[..] == expected[..]);
+    assert_eq!(s.bucket.requests("UploadPartCopy"), 2);
+    assert_eq!(s.bucket.requests("UploadPart"), 1);
+    let downloaded = s.bucket.downloaded();
+    assert!(
+        downloaded <= 5 * MIB as u64,
+        "read {downloaded} bytes of the base to save a 4 KiB change"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,6 +183,13 @@ pub struct MountArgs {
     #[arg(long, default_value = "5GiB", value_parser = parse_size_arg, help_heading = "Caching")]
     pub disk_cache_size: u64,
 
+    /// Read files the disk cache holds whole through the daemon, not by
+    /// FUSE passthrough. Passthrough (Linux 6.9+, as root) serves their
+    /// reads at local-disk speed, but while a file is open that way it
+    /// cannot be opened for writing (ETXTBSY) on this mount.
+    #[arg(long, help_heading = "Caching")]
+    pub no_passthrough: bool,
+
     /// Memory for uploads in flight, shared by all files being written.
     #[arg(long, default_value = "64MiB", value_parser = parse_size_arg, help_heading = "Transfers")]
     pub write_buffer: u64,
@@ -499,7 +506,7 @@ fn serve(
     );
     // What an earlier mount that died left: abort its uploads, report its data.
     runtime.block_on(fs.recover());
-    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), !args.no_passthrough);
 
     let default_permissions =
         !args.no_default_permissions && (args.allow_other || args.default_permissions);

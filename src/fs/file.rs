@@ -93,6 +93,28 @@ impl Fs {
         Ok(Opened { fh, keep_cache })
     }
 
+    /// For a handle reading an object as the bucket has it: the version
+    /// it is pinned to (its ETag), and the disk cache's file of it if that
+    /// holds the whole version, checked (`DiskCache::whole_file`). The
+    /// FUSE adapter answers such an open in passthrough mode on that file.
+    /// `None` for other handles: a version under `.versions`, or a file
+    /// with local changes, which are read through the daemon.
+    pub async fn disk_backing(&self, fh: u64) -> Option<(Arc<str>, Option<std::fs::File>)> {
+        let reader = match self.handles.lock().get(&fh) {
+            Some(Handle::File { reader, .. }) if reader.object().version_id.is_none() => {
+                reader.clone()
+            }
+            _ => return None,
+        };
+        let etag = reader.object().etag.clone();
+        // An unknown version (no ETag) is never shared with another open.
+        let file = match etag.is_empty() {
+            true => None,
+            false => reader.whole_disk_file().await,
+        };
+        Some((etag, file))
+    }
+
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let (ino, reader, own, writable) = {
             let handles = self.handles.lock();

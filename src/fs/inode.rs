@@ -272,13 +272,15 @@ impl InodeTable {
     }
 
     /// The kernel dropped `n` references; forget the inode at zero.
-    pub fn forget(&self, ino: Ino, n: u64) {
+    /// The kernel let go of `n` lookups of `ino`; whether that was the
+    /// last (the kernel holds the inode no more, so no open of it is left).
+    pub fn forget(&self, ino: Ino, n: u64) -> bool {
         if ino == ROOT_INO {
-            return;
+            return false;
         }
         let mut table = self.lock();
         let Some(inode) = table.by_ino.get_mut(&ino) else {
-            return;
+            return false;
         };
         inode.lookups = inode
             .lookups
@@ -287,7 +289,9 @@ impl InodeTable {
             let path = inode.path.clone();
             table.by_ino.remove(&ino);
             table.let_go(&path, ino);
+            return true;
         }
+        false
     }
 
     pub fn len(&self) -> usize {

@@ -417,8 +417,9 @@ impl Fs {
     }
 
     /// The kernel dropped `n` lookups of `ino`.
-    pub fn forget(&self, ino: Ino, n: u64) {
-        self.inodes.forget(ino, n);
+    /// Whether that was the inode's last lookup (see `InodeTable::forget`).
+    pub fn forget(&self, ino: Ino, n: u64) -> bool {
+        self.inodes.forget(ino, n)
     }
 
     /// statfs: S3 has no capacity to report; give large, stable numbers so

@@ -5,7 +5,8 @@
 //! session thread ever waits on the network. Errors become errnos here and
 //! nowhere else in this layer; the mapping itself is `fs::error`. Calls we
 //! do not support go through `unsupported!`, so what is refused can be read
-//! in one place.
+//! in one place. `passthrough` decides which read opens the kernel serves
+//! from the disk cache's files itself.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use fuser::{
     BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags,
@@ -25,6 +26,9 @@ use tokio::runtime::Handle;
 
 use crate::fs::{Attr, Caller, DirEntry, DirSnapshot, Fs, FsError, FsResult, Inode, Kind, SetAttr};
 
+mod passthrough;
+use passthrough::{Conflict, Passthrough};
+
 /// Largest read and write the kernel sends in one request.
 const MAX_IO: u32 = 1024 * 1024;
 /// `st_blksize`: large, so that cp and friends move data in big chunks.
@@ -33,11 +37,62 @@ const BLKSIZE: u32 = 1024 * 1024;
 pub struct FuseAdapter {
     fs: Arc<Fs>,
     rt: Handle,
+    /// Try passthrough for files wholly in the disk cache.
+    want_passthrough: bool,
+    /// Set at init when the kernel agreed to passthrough: from then on
+    /// every file open and release is counted there (see its module).
+    passthrough: Option<Arc<Passthrough>>,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<Fs>, rt: Handle) -> Self {
-        FuseAdapter { fs, rt }
+    /// `passthrough`: serve reads of files the disk cache holds whole by
+    /// FUSE passthrough, where the kernel and privileges allow.
+    pub fn new(fs: Arc<Fs>, rt: Handle, passthrough: bool) -> Self {
+        FuseAdapter {
+            fs,
+            rt,
+            want_passthrough: passthrough,
+            passthrough: None,
+        }
+    }
+
+    /// Negotiate passthrough at init if the mount has a disk cache, and say
+    /// which path reads of the disk cache take.
+    fn negotiate_passthrough(&mut self, config: &mut KernelConfig) {
+        let Some(disk) = self.fs.read_context().disk_cache() else {
+            return;
+        };
+        let refused = if !self.want_passthrough {
+            Some("--no-passthrough")
+        } else if !config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH) {
+            Some("this kernel has no FUSE passthrough (Linux 6.9+)")
+        } else if !passthrough::has_cap_sys_admin() {
+            Some("it needs CAP_SYS_ADMIN (root)")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            tracing::info!(
+                "disk cache: reads go through bucketfs, without FUSE passthrough: {why}"
+            );
+            return;
+        }
+        let depth = passthrough::stack_depth_for(disk.dir());
+        if config
+            .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+            .is_err()
+            || config.set_max_stack_depth(depth).is_err()
+        {
+            tracing::info!("disk cache: reads go through bucketfs: passthrough not negotiated");
+            return;
+        }
+        let pt = Passthrough::new();
+        pt.enable();
+        self.passthrough = Some(Arc::new(pt));
+        tracing::info!(
+            "disk cache: files it holds whole are read by the kernel from {} (FUSE passthrough)",
+            disk.dir().display()
+        );
     }
 }
 
@@ -187,6 +242,7 @@ impl fuser::Filesystem for FuseAdapter {
             max
         });
         let _ = config.set_max_write(MAX_IO);
+        self.negotiate_passthrough(config);
         tracing::debug!(readahead, "FUSE session initialised");
         Ok(())
     }
@@ -205,7 +261,11 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
+        if self.fs.forget(ino.0, nlookup) {
+            if let Some(pt) = &self.passthrough {
+                pt.forgotten(ino.0);
+            }
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -231,18 +291,56 @@ impl fuser::Filesystem for FuseAdapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND) != 0;
+        let pt = self.passthrough.clone();
         let fs = self.fs.clone();
         self.rt.spawn(async move {
-            match fs.open(ino.0, write, flags.0 & libc::O_TRUNC != 0).await {
-                Ok(opened) => {
-                    let flags = if opened.keep_cache {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    reply.opened(FileHandle(opened.fh), flags)
+            if let (Some(pt), true) = (&pt, write) {
+                let since = Instant::now();
+                while let Err(Conflict(errno)) = pt.begin_write(ino.0) {
+                    if !pt.settled(ino.0, since).await {
+                        tracing::info!(
+                            "open for writing of inode {ino}: refused (ETXTBSY) while it is \
+                             open for reading by FUSE passthrough; --no-passthrough allows both"
+                        );
+                        return reply.error(errno);
+                    }
                 }
-                Err(e) => reply.error(failed("open", &e)),
+            }
+            let opened = match fs.open(ino.0, write, flags.0 & libc::O_TRUNC != 0).await {
+                Ok(opened) => opened,
+                Err(e) => {
+                    if let (Some(pt), true) = (&pt, write) {
+                        pt.release(ino.0);
+                    }
+                    return reply.error(failed("open", &e));
+                }
+            };
+            let flags = if opened.keep_cache {
+                FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::empty()
+            };
+            match pt {
+                Some(pt) if !write => {
+                    let backing = match pt.enabled() {
+                        true => fs.disk_backing(opened.fh).await,
+                        false => None,
+                    };
+                    let since = Instant::now();
+                    let mut answer = pt.answer_read(ino.0, opened.fh, flags, backing, reply);
+                    while let Err((Conflict(errno), reply, backing)) = answer {
+                        if !pt.settled(ino.0, since).await {
+                            tracing::info!(
+                                "open of inode {ino}: refused (ESTALE): the object changed in \
+                                 the bucket while its old version is open by FUSE passthrough"
+                            );
+                            fs.release(opened.fh).await;
+                            return reply.error(errno);
+                        }
+                        answer = pt.answer_read(ino.0, opened.fh, flags, backing, reply);
+                    }
+                }
+                _ => reply.opened(FileHandle(opened.fh), flags),
             }
         });
     }
@@ -329,6 +427,7 @@ impl fuser::Filesystem for FuseAdapter {
         };
         let caller = caller(req);
         let fs = self.fs.clone();
+        let pt = self.passthrough.clone();
         self.rt.spawn(async move {
             match fs
                 .create(
@@ -340,13 +439,18 @@ impl fuser::Filesystem for FuseAdapter {
                 )
                 .await
             {
-                Ok((inode, opened)) => reply.created(
-                    &fs.ttl(),
-                    &inode_attr(&inode),
-                    Generation(0),
-                    FileHandle(opened.fh),
-                    FopenFlags::empty(),
-                ),
+                Ok((inode, opened)) => {
+                    if let Some(pt) = &pt {
+                        pt.count_normal(inode.ino);
+                    }
+                    reply.created(
+                        &fs.ttl(),
+                        &inode_attr(&inode),
+                        Generation(0),
+                        FileHandle(opened.fh),
+                        FopenFlags::empty(),
+                    )
+                }
                 Err(e) => reply.error(failed("create", &e)),
             }
         });
@@ -527,6 +631,15 @@ impl fuser::Filesystem for FuseAdapter {
                 TimeOrNow::Now => SystemTime::now(),
             }),
         };
+        if let (Some(pt), Some(_)) = (&self.passthrough, size) {
+            if let Err(Conflict(errno)) = pt.check_change(ino.0) {
+                tracing::info!(
+                    "truncate of inode {ino}: refused (ETXTBSY) while it is open for reading \
+                     by FUSE passthrough"
+                );
+                return reply.error(errno);
+            }
+        }
         let caller = caller(req);
         let fs = self.fs.clone();
         self.rt.spawn(async move {
@@ -540,7 +653,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -550,6 +663,9 @@ impl fuser::Filesystem for FuseAdapter {
         // close(2) has its answer from flush already; release saves what a
         // failed flush left and frees the handle.
         reply.ok();
+        if let Some(pt) = &self.passthrough {
+            pt.release(ino.0);
+        }
         let fs = self.fs.clone();
         let pending = fs.release_started();
         self.rt.spawn(async move {

@@ -6,9 +6,9 @@
 //! blocks and one object can later be one backing file:
 //! - `xx/HASH.data`: the object's bytes at their own offsets, a sparse file
 //!   holding the blocks fetched so far;
-//! - `xx/HASH.meta`: a 4 KiB header (magic, size, bucket/key/ETag) and
-//!   then, for block `b`, 8 bytes at `4096 + 8b`: its CRC32C and length
-//!   (length 0: not cached);
+//! - `xx/HASH.meta`: a 4 KiB header (magic, size, bucket/key/ETag, and
+//!   in its last 64 bytes the stamp below) and then, for block `b`, 8
+//!   bytes at `4096 + 8b`: its CRC32C and length (length 0: not cached);
 //! - `ledger`: the bytes of blocks cached, 8 bytes, under `flock`.
 //!
 //! A block is written data first, then its entry; it is served only if its
@@ -16,6 +16,15 @@
 //! a `kill -9`, a damaged disk) therefore reads as absent, never as data,
 //! and is fetched again. Nothing is scanned at mount time: the ledger is
 //! checked against the files by a background thread.
+//!
+//! Whole objects: once every block of an object is cached, the writer
+//! reads the data file back, checks every block, and stamps the `.meta`
+//! with the data file's inode, size and mtime and the boot id. A stamp
+//! that still matches says the file is whole and intact without reading
+//! it again (any write changes the mtime; a reboot, which may have lost
+//! unsynced pages, changes the boot id), so the file can be handed to the
+//! kernel as the backing file of a FUSE passthrough open (`fuse::
+//! passthrough`), whose reads never reach the daemon.
 //!
 //! Bound: every block is accounted for in the ledger, under its lock, before
 //! it is written, so the directory never holds more than the bound plus the
@@ -45,6 +54,9 @@ use super::cache::{ObjectVersionKey, BLOCK_SIZE};
 const MAGIC: &[u8; 8] = b"BFSDC001";
 const HEADER: u64 = 4096;
 const ENTRY: u64 = 8;
+/// Where the whole-object stamp sits in the header, and its length.
+const STAMP_AT: u64 = HEADER - STAMP_LEN as u64;
+const STAMP_LEN: usize = 64;
 /// Blocks queued for the writer (32 MiB, held by the memory cache too):
 /// past that, a fetch waits for the disk, so that a read of a big file
 /// is all on disk after it.
@@ -95,6 +107,8 @@ enum Job {
         object: Arc<DiskObject>,
         file: PathBuf,
     },
+    /// An object whose blocks all seem cached: check them all and stamp it.
+    Verify(Arc<DiskObject>),
     /// Answered once every job before it is done.
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
@@ -201,6 +215,11 @@ impl DiskCache {
         )
     }
 
+    /// The directory the cache's files are in.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
     /// Keep the content of a file just uploaded as `version`, from its
     /// staging file: reading it back then costs no GET. The staging file is
     /// copied first (in the kernel, `copy_file_range`; at once where the
@@ -301,6 +320,34 @@ impl DiskCache {
         None
     }
 
+    /// The data file of `object`, opened for reading, if the object is
+    /// cached whole and its stamp (see the module's comment) says so now.
+    /// An object complete but not stamped (filled by another mount, or
+    /// from before a reboot) is queued for a check: a later open gets it.
+    /// Blocking I/O.
+    pub fn whole_file(&self, object: &Arc<DiskObject>) -> Option<File> {
+        if object.size == 0 || !object.complete() {
+            return None;
+        }
+        let stamped = (|| {
+            let meta = File::open(&object.paths.meta).ok()?;
+            if !header_matches(&meta, &object.identity, object.size) {
+                return None;
+            }
+            let mut stamp = [0u8; STAMP_LEN];
+            meta.read_exact_at(&mut stamp, STAMP_AT).ok()?;
+            // The descriptor's own metadata: the file handed on is the one
+            // the stamp describes, whatever replaced the name meanwhile.
+            let data = File::open(&object.paths.data).ok()?;
+            let now = stamp_of(&data.metadata().ok()?)?;
+            (now == stamp).then_some(data)
+        })();
+        if stamped.is_none() {
+            let _ = self.queue.try_send(Job::Verify(object.clone()));
+        }
+        stamped
+    }
+
     /// Keep block `b` of `object` on disk, in the background; waits only
     /// if the writer is `QUEUE` blocks behind.
     pub async fn store(&self, object: &Arc<DiskObject>, b: u64, data: Bytes) {
@@ -357,6 +404,7 @@ fn write_loop(root: &Path, bound: u64, mut jobs: mpsc::Receiver<Job>) {
                 let _ = std::fs::remove_file(&file);
                 result
             }
+            Job::Verify(object) => verify(&object),
             Job::Barrier(done) => {
                 let _ = done.send(());
                 Ok(())
@@ -421,7 +469,7 @@ fn store_block(
         head.extend_from_slice(&object.size.to_le_bytes());
         head.extend_from_slice(&(object.identity.len() as u32).to_le_bytes());
         head.extend_from_slice(&object.identity);
-        if head.len() as u64 > HEADER {
+        if head.len() as u64 > STAMP_AT {
             return Ok(()); // a key too long for the header is not cached
         }
         meta.write_all_at(&head, 0)?;
@@ -444,7 +492,72 @@ fn store_block(
     e[4..].copy_from_slice(&(len as u32).to_le_bytes());
     meta.write_all_at(&e, HEADER + b * ENTRY)?;
     object.entries.lock()[b as usize] = (crc, len as u32);
+    drop(ledger);
+    if object.complete() {
+        // The last block this mount lacked. (Where another mount stored
+        // the last one, it checks; failing that, the next open asks.)
+        verify(object)?;
+    }
     Ok(())
+}
+
+/// The stamp of a data file whose blocks were all checked: its inode,
+/// size and mtime, and the boot id. `None` where there is no boot id
+/// (not Linux): nothing is ever stamped there.
+fn stamp_of(data: &std::fs::Metadata) -> Option<[u8; STAMP_LEN]> {
+    use std::os::unix::fs::MetadataExt;
+    static BOOT_ID: std::sync::OnceLock<Option<[u8; 32]>> = std::sync::OnceLock::new();
+    let boot = BOOT_ID.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let hex: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+        hex.try_into().ok()
+    });
+    let boot = (*boot)?;
+    let mut stamp = [0u8; STAMP_LEN];
+    stamp[..8].copy_from_slice(&data.ino().to_le_bytes());
+    stamp[8..16].copy_from_slice(&data.size().to_le_bytes());
+    stamp[16..24].copy_from_slice(&data.mtime().to_le_bytes());
+    stamp[24..32].copy_from_slice(&data.mtime_nsec().to_le_bytes());
+    stamp[32..].copy_from_slice(&boot);
+    Some(stamp)
+}
+
+/// Check every block of an object that seems whole, as the files hold it
+/// now (other mounts may have written some), and stamp it if all match.
+/// The data file's metadata is taken before it is read: a write after
+/// that changes its mtime, so a stamp never covers bytes not checked.
+fn verify(object: &DiskObject) -> io::Result<()> {
+    let Ok(meta) = open_private(&object.paths.meta, false) else {
+        return Ok(());
+    };
+    if !header_matches(&meta, &object.identity, object.size) {
+        return Ok(());
+    }
+    let blocks = object.size.div_ceil(BLOCK_SIZE);
+    let mut raw = vec![0u8; (blocks * ENTRY) as usize];
+    meta.read_exact_at(&mut raw, HEADER)?;
+    let data = File::open(&object.paths.data)?;
+    let Some(stamp) = stamp_of(&data.metadata()?) else {
+        return Ok(());
+    };
+    let mut had = [0u8; STAMP_LEN];
+    if meta.read_exact_at(&mut had, STAMP_AT).is_ok() && had == stamp {
+        return Ok(()); // checked already (several opens asked)
+    }
+    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+    for (b, entry) in raw.chunks_exact(ENTRY as usize).enumerate() {
+        let (crc, len) = decode_entry(entry);
+        let expected = (object.size - b as u64 * BLOCK_SIZE).min(BLOCK_SIZE);
+        if len as u64 != expected {
+            return Ok(()); // not whole (yet)
+        }
+        let buf = &mut buf[..len as usize];
+        data.read_exact_at(buf, b as u64 * BLOCK_SIZE)?;
+        if crc32c::crc32c(buf) != crc {
+            return Ok(()); // a read of that block finds it and drops it
+        }
+    }
+    meta.write_all_at(&stamp, STAMP_AT)
 }
 
 fn adopt_file(
@@ -482,6 +595,8 @@ fn forget_block(ledger_path: &Path, object: &Arc<DiskObject>, b: u64) -> io::Res
         return Ok(());
     }
     meta.write_all_at(&[0u8; 8], HEADER + b * ENTRY)?;
+    // No longer whole: a passthrough open must not be given it.
+    meta.write_all_at(&[0u8; STAMP_LEN], STAMP_AT)?;
     ledger.set(ledger.total().saturating_sub(len as u64))
 }
 
@@ -659,6 +774,55 @@ mod tests {
         let obj = cache.object(&v, BLOCK_SIZE);
         assert!(cache.read_block(&obj, 0).is_none());
         assert_eq!(cache.damaged.load(Ordering::Relaxed), 1);
+    }
+
+    fn drained(cache: &DiskCache) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(cache.drain(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_whole_object_is_stamped_and_any_change_to_its_file_drops_the_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(dir.path(), 1 << 20, "bkt").unwrap();
+        let v = version("k", "e");
+        let size = 2 * BLOCK_SIZE + 10;
+        let obj = cache.object(&v, size);
+        put(&cache, &obj, 0, block(1));
+        put(&cache, &obj, 1, block(2));
+        drained(&cache);
+        assert!(
+            cache.whole_file(&cache.object(&v, size)).is_none(),
+            "not whole yet"
+        );
+        put(&cache, &obj, 2, Bytes::from(vec![3u8; 10]));
+        drained(&cache);
+        let file = cache.whole_file(&cache.object(&v, size)).expect("stamped");
+        let mut head = [0u8; 4];
+        file.read_exact_at(&mut head, BLOCK_SIZE).unwrap();
+        assert_eq!(head, [2; 4]);
+
+        // A write to the data file (its mtime moves on): not whole until
+        // checked again, and a damaged block is not stamped again.
+        std::thread::sleep(Duration::from_millis(20));
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&obj.paths.data)
+            .unwrap();
+        f.write_all_at(&[9], 5).unwrap();
+        assert!(cache.whole_file(&cache.object(&v, size)).is_none());
+        drained(&cache); // the check it queued
+        assert!(cache.whole_file(&cache.object(&v, size)).is_none());
+
+        // Repaired by the same bytes: checked (by the open's request) and
+        // stamped again.
+        f.write_all_at(&[1], 5).unwrap();
+        assert!(cache.whole_file(&cache.object(&v, size)).is_none());
+        drained(&cache);
+        assert!(cache.whole_file(&cache.object(&v, size)).is_some());
     }
 
     #[test]

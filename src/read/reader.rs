@@ -214,6 +214,17 @@ impl Reader {
             .clone()
     }
 
+    /// The disk cache's data file of this version, if it holds the whole
+    /// version and has checked it: what a passthrough open can read from.
+    pub async fn whole_disk_file(&self) -> Option<std::fs::File> {
+        let object = self.disk_object().await?;
+        let disk = self.ctx.disk.clone()?;
+        tokio::task::spawn_blocking(move || disk.whole_file(&object))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// The object version this reader reads.
     pub fn object(&self) -> &ObjectToRead {
         &self.object

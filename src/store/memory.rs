@@ -102,6 +102,8 @@ struct Bucket {
     next_id: u64,
     /// Requests answered, by operation name.
     requests: BTreeMap<&'static str, u64>,
+    /// Body bytes sent by GetObject (what B2 bills as downloaded).
+    downloaded: u64,
 }
 
 /// The in-memory bucket. Cheap to share: put it in an `Arc` and hand the
@@ -184,6 +186,11 @@ impl MemoryStore {
     /// Requests answered so far for the operation (`"PutObject"`, ...).
     pub fn requests(&self, op: &str) -> u64 {
         self.lock().requests.get(op).copied().unwrap_or(0)
+    }
+
+    /// Body bytes GetObject has sent so far.
+    pub fn downloaded(&self) -> u64 {
+        self.lock().downloaded
     }
 
     /// Multipart uploads begun and neither completed nor aborted.
@@ -395,9 +402,11 @@ impl ObjectStore for MemoryStore {
                     Some(r) => r.start.min(size)..r.end.min(size),
                 };
                 let body = object.data.slice(range.start as usize..range.end as usize);
+                let meta = store.meta(version, object);
+                bucket.downloaded += body.len() as u64;
                 let stream = futures::stream::once(async move { Ok::<_, S3Error>(body) });
                 Ok(GetObjectOutput::Body {
-                    meta: store.meta(version, object),
+                    meta,
                     range,
                     body: Box::pin(stream),
                 })

@@ -88,6 +88,16 @@ impl RangeSet {
         out
     }
 
+    /// From the first to the last byte of `range` in the set, if any is.
+    pub fn extent(&self, range: Range<u64>) -> Option<Range<u64>> {
+        let inside: Vec<Range<u64>> = self
+            .split(range)
+            .into_iter()
+            .filter_map(|(r, set)| set.then_some(r))
+            .collect();
+        Some(inside.first()?.start..inside.last()?.end)
+    }
+
     /// Whether the set covers `range` entirely.
     pub fn covers(&self, range: &Range<u64>) -> bool {
         range.start >= range.end
@@ -102,6 +112,17 @@ impl RangeSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extent_spans_the_first_to_the_last_byte_in_the_set() {
+        let mut r = RangeSet::new();
+        r.insert(10..20);
+        r.insert(30..40);
+        assert_eq!(r.extent(0..50), Some(10..40));
+        assert_eq!(r.extent(15..35), Some(15..35));
+        assert_eq!(r.extent(20..30), None);
+        assert_eq!(r.extent(0..5), None);
+    }
 
     #[test]
     fn merge_split_truncate() {

@@ -14,10 +14,16 @@ use super::super::context::WriteContext;
 use super::super::error::{WriteError, WriteResult};
 use super::super::layout::MIN_PART;
 use super::{BaseObject, DirtyFile};
-use crate::s3::{PutObjectOutput, UploadId};
+use crate::s3::{PutObjectOutput, UploadId, MAX_SINGLE_COPY};
 
 /// Parts uploaded at once by one flush.
 const PARTS_IN_FLIGHT: usize = 4;
+
+/// One part of a staged upload, copied from the base or uploaded.
+struct Piece {
+    range: Range<u64>,
+    copy: bool,
+}
 
 impl DirtyFile {
     pub(super) async fn upload_staged(&self, ctx: &WriteContext) -> WriteResult<PutObjectOutput> {
@@ -40,15 +46,23 @@ impl DirtyFile {
             };
         }
         let upload_id = ctx.start_upload(&self.key, &self.put_options()).await?;
-        let last = parts.len() - 1;
-        let may_copy = self.copies_are_pinned(ctx, &upload_id, &parts).await;
-        let uploads = futures::stream::iter(parts.into_iter().enumerate())
-            .map(|(index, range)| {
+        let mut merged = self.pieces(&parts);
+        self.shrink_uploads(&mut merged);
+        let plan = match self.copies_are_pinned(ctx, &upload_id, &merged).await {
+            true => merged,
+            // Every part read and uploaded: in the layout's parts, which
+            // memory permits are sized for.
+            false => parts
+                .into_iter()
+                .map(|range| Piece { range, copy: false })
+                .collect(),
+        };
+        let uploads = futures::stream::iter(plan.into_iter().enumerate())
+            .map(|(index, Piece { range, copy })| {
                 let upload_id = upload_id.clone();
                 async move {
                     let number = index as u32 + 1;
-                    let copyable = self.copyable(&range, index == last).filter(|_| may_copy);
-                    if let Some(base) = copyable {
+                    if let (true, Some(base)) = (copy, &self.base) {
                         let source = base.source(&self.key);
                         return Ok::<_, WriteError>(
                             ctx.store
@@ -105,24 +119,101 @@ impl DirtyFile {
         })
     }
 
+    /// The parts of this save: the layout's, except that each run of
+    /// parts none of whose bytes changed becomes one server-side copy of
+    /// up to 5 GiB (S3's limit for one copy). A copy is billed per request
+    /// whatever its size (class C on B2), so 4 KiB changed in the middle
+    /// of a file costs two copies, not one per part. Uploaded parts keep
+    /// the layout's sizes, and a merged copy, made of whole parts, is never
+    /// under the 5 MiB minimum except as the last part.
+    fn pieces(&self, parts: &[Range<u64>]) -> Vec<Piece> {
+        let last = parts.len().saturating_sub(1);
+        let mut plan: Vec<Piece> = Vec::with_capacity(parts.len());
+        for (index, range) in parts.iter().enumerate() {
+            let copy = self.copyable(range, index == last).is_some();
+            match plan.last_mut() {
+                Some(run)
+                    if copy
+                        && run.copy
+                        && run.range.end == range.start
+                        && range.end - run.range.start <= MAX_SINGLE_COPY =>
+                {
+                    run.range.end = range.end;
+                }
+                _ => plan.push(Piece {
+                    range: range.clone(),
+                    copy,
+                }),
+            }
+        }
+        plan
+    }
+
+    /// An uploaded part next to a copy gives the copy the unchanged bytes
+    /// at its edge, down to the 5 MiB minimum around the change: what is
+    /// read from the base to assemble the part (billed as egress on B2) is
+    /// then 5 MiB, not a whole part of the layout. A part whose neighbours
+    /// cannot take the bytes (not copies, or at 5 GiB already) is left
+    /// whole.
+    fn shrink_uploads(&self, plan: &mut [Piece]) {
+        let Some(base) = self.base.as_ref() else {
+            return;
+        };
+        for i in 0..plan.len() {
+            let prev = i.checked_sub(1).filter(|&p| plan[p].copy);
+            let next = Some(i + 1).filter(|&n| n < plan.len() && plan[n].copy);
+            if plan[i].copy || (prev.is_none() && next.is_none()) {
+                continue;
+            }
+            let Range { start, end } = plan[i].range.clone();
+            let Some(changed) = self.written.extent(start..end) else {
+                continue;
+            };
+            let len = (changed.end - changed.start).max(MIN_PART);
+            if len >= end - start {
+                continue;
+            }
+            // At the change, inside the part, and flush with the edge
+            // that has no copy to take the rest.
+            let new_start = match (prev, next) {
+                (None, _) => start,
+                (_, None) => end - len,
+                _ => changed.start.min(end - len),
+            };
+            let new_end = new_start + len;
+            let fits = |n: Option<usize>, extra: u64| {
+                n.is_none_or(|n| plan[n].range.end - plan[n].range.start + extra <= MAX_SINGLE_COPY)
+            };
+            if new_start > base.size || !fits(prev, new_start - start) || !fits(next, end - new_end)
+            {
+                continue;
+            }
+            if let Some(p) = prev {
+                plan[p].range.end = new_start;
+            }
+            if let Some(n) = next {
+                plan[n].range.start = new_end;
+            }
+            plan[i].range = new_start..new_end;
+        }
+    }
+
     /// Whether this save may copy parts from its base server-side: always
     /// when the base has a version id, else where the server honours
-    /// `x-amz-copy-source-if-match` (probed with the first copyable part,
-    /// see `copy_pin.rs`).
+    /// `x-amz-copy-source-if-match` (probed with the first copy of `plan`,
+    /// into its part number, which every plan uploads for real; see
+    /// `copy_pin.rs`).
     async fn copies_are_pinned(
         &self,
         ctx: &WriteContext,
         upload_id: &UploadId,
-        parts: &[Range<u64>],
+        plan: &[Piece],
     ) -> bool {
-        let last = parts.len().saturating_sub(1);
-        let Some((index, range, base)) = parts
-            .iter()
-            .enumerate()
-            .find_map(|(i, r)| Some((i, r, self.copyable(r, i == last)?)))
+        let (Some(index), Some(base)) = (plan.iter().position(|p| p.copy), self.base.as_ref())
         else {
             return false;
         };
+        let range = &plan[index].range;
         if base.version_id.is_some() {
             return true;
         }
