@@ -446,6 +446,12 @@ async fn a_passthrough_open_refuses_writers_and_newer_versions_until_closed() {
         .await
         .expect_err("open for writing");
     assert_eq!(err.raw_os_error(), Some(libc::ETXTBSY));
+    assert!(
+        m.log_text()
+            .contains("open for writing of /f: refused (ETXTBSY"),
+        "the log says why, with the path: {}",
+        m.log_text()
+    );
     let p = path.clone();
     let err = blocking(move || {
         std::process::Command::new("truncate")

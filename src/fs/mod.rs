@@ -400,6 +400,11 @@ impl Fs {
         }
     }
 
+    /// The path of `ino` in the mount, for log lines.
+    pub fn path_of_inode(&self, ino: Ino) -> Option<String> {
+        self.inodes.get(ino).map(|i| format!("/{}", i.path))
+    }
+
     fn inode(&self, ino: Ino) -> FsResult<Inode> {
         self.inodes
             .get(ino)

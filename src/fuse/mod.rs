@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
     BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags,
@@ -146,6 +146,15 @@ fn inode_attr(inode: &Inode) -> FileAttr {
         attr.nlink = 0;
     }
     attr
+}
+
+/// An open or truncate the passthrough rules refuse: logged with the path.
+fn refused(fs: &Fs, op: &str, ino: u64, conflict: &Conflict) -> Errno {
+    let path = fs
+        .path_of_inode(ino)
+        .unwrap_or_else(|| format!("inode {ino}"));
+    tracing::info!("{op} of {path}: refused ({})", conflict.why);
+    conflict.errno
 }
 
 fn errno(e: &FsError) -> Errno {
@@ -295,15 +304,8 @@ impl fuser::Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         self.rt.spawn(async move {
             if let (Some(pt), true) = (&pt, write) {
-                let since = Instant::now();
-                while let Err(Conflict(errno)) = pt.begin_write(ino.0) {
-                    if !pt.settled(ino.0, since).await {
-                        tracing::info!(
-                            "open for writing of inode {ino}: refused (ETXTBSY) while it is \
-                             open for reading by FUSE passthrough; --no-passthrough allows both"
-                        );
-                        return reply.error(errno);
-                    }
+                if let Err(conflict) = pt.begin_write(ino.0).await {
+                    return reply.error(refused(&fs, "open for writing", ino.0, &conflict));
                 }
             }
             let opened = match fs.open(ino.0, write, flags.0 & libc::O_TRUNC != 0).await {
@@ -326,18 +328,10 @@ impl fuser::Filesystem for FuseAdapter {
                         true => fs.disk_backing(opened.fh).await,
                         false => None,
                     };
-                    let since = Instant::now();
-                    let mut answer = pt.answer_read(ino.0, opened.fh, flags, backing, reply);
-                    while let Err((Conflict(errno), reply, backing)) = answer {
-                        if !pt.settled(ino.0, since).await {
-                            tracing::info!(
-                                "open of inode {ino}: refused (ESTALE): the object changed in \
-                                 the bucket while its old version is open by FUSE passthrough"
-                            );
-                            fs.release(opened.fh).await;
-                            return reply.error(errno);
-                        }
-                        answer = pt.answer_read(ino.0, opened.fh, flags, backing, reply);
+                    let answer = pt.answer_read(ino.0, opened.fh, flags, backing, reply);
+                    if let Err((conflict, reply)) = answer.await {
+                        fs.release(opened.fh).await;
+                        reply.error(refused(&fs, "open", ino.0, &conflict));
                     }
                 }
                 _ => reply.opened(FileHandle(opened.fh), flags),
@@ -632,12 +626,8 @@ impl fuser::Filesystem for FuseAdapter {
             }),
         };
         if let (Some(pt), Some(_)) = (&self.passthrough, size) {
-            if let Err(Conflict(errno)) = pt.check_change(ino.0) {
-                tracing::info!(
-                    "truncate of inode {ino}: refused (ETXTBSY) while it is open for reading \
-                     by FUSE passthrough"
-                );
-                return reply.error(errno);
+            if let Err(conflict) = pt.check_change(ino.0) {
+                return reply.error(refused(&self.fs, "truncate", ino.0, &conflict));
             }
         }
         let caller = caller(req);

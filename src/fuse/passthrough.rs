@@ -63,8 +63,12 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// reads and, if the disk cache holds it whole, its file.
 pub type DiskBacking = Option<(Arc<str>, Option<File>)>;
 
-/// What the kernel would refuse, refused by us first with a clear errno.
-pub struct Conflict(pub Errno);
+/// What the kernel would refuse, refused by us first with a clear errno
+/// and the reason, for the log.
+pub struct Conflict {
+    pub errno: Errno,
+    pub why: &'static str,
+}
 
 impl Passthrough {
     pub fn new() -> Self {
@@ -85,7 +89,7 @@ impl Passthrough {
 
     /// Wait until `ino` has no passthrough open, or until `SETTLE` has
     /// passed since `since`; whether it has none.
-    pub async fn settled(&self, ino: u64, since: Instant) -> bool {
+    async fn settled(&self, ino: u64, since: Instant) -> bool {
         loop {
             // Created before the check, so a release in between wakes it.
             let closed = self.closed.notified();
@@ -100,16 +104,18 @@ impl Passthrough {
     }
 
     /// Before an open for writing: refused while passthrough opens of the
-    /// inode last, else counted as a normal open (`release` if it then
-    /// fails).
-    pub fn begin_write(&self, ino: u64) -> Result<(), Conflict> {
-        let mut inodes = self.inodes.lock();
-        match inodes.entry(ino).or_insert(Mode::Cached(0)) {
-            Mode::Cached(n) => {
+    /// inode last (past `SETTLE`), else counted as a normal open
+    /// (`release` if it then fails).
+    pub async fn begin_write(&self, ino: u64) -> Result<(), Conflict> {
+        let since = Instant::now();
+        loop {
+            if let Mode::Cached(n) = self.inodes.lock().entry(ino).or_insert(Mode::Cached(0)) {
                 *n += 1;
-                Ok(())
+                return Ok(());
             }
-            Mode::Passthrough { .. } => Err(busy()),
+            if !self.settled(ino, since).await {
+                return Err(busy());
+            }
         }
     }
 
@@ -161,9 +167,28 @@ impl Passthrough {
 
     /// Answer a read open of `ino` as handle `fh`. `backing` is what the
     /// core said of it (`Fs::disk_backing`): the version and, if the disk
-    /// cache holds it whole, its file. Err: the open cannot be served now
-    /// (the caller releases `fh` and answers the errno).
-    pub fn answer_read(
+    /// cache holds it whole, its file. Err: the open cannot be served now,
+    /// even after `SETTLE` (the caller releases `fh` and answers the errno).
+    pub async fn answer_read(
+        &self,
+        ino: u64,
+        fh: u64,
+        keep_cache: FopenFlags,
+        backing: DiskBacking,
+        reply: ReplyOpen,
+    ) -> Result<(), (Conflict, ReplyOpen)> {
+        let since = Instant::now();
+        let mut answer = self.try_answer_read(ino, fh, keep_cache, backing, reply);
+        while let Err((conflict, reply, backing)) = answer {
+            if !self.settled(ino, since).await {
+                return Err((conflict, reply));
+            }
+            answer = self.try_answer_read(ino, fh, keep_cache, backing, reply);
+        }
+        Ok(())
+    }
+
+    fn try_answer_read(
         &self,
         ino: u64,
         fh: u64,
@@ -183,7 +208,12 @@ impl Passthrough {
                 backing: id,
             }) => {
                 if backing.as_ref().is_none_or(|(wanted, _)| wanted != etag) {
-                    return Err((Conflict(Errno::from_i32(libc::ESTALE)), reply, backing));
+                    let stale = Conflict {
+                        errno: Errno::from_i32(libc::ESTALE),
+                        why: "ESTALE: the object changed in the bucket while its old version is \
+                              open here by FUSE passthrough",
+                    };
+                    return Err((stale, reply, backing));
                 }
                 *opens += 1;
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), id);
@@ -240,7 +270,10 @@ impl Passthrough {
 }
 
 fn busy() -> Conflict {
-    Conflict(Errno::from_i32(libc::ETXTBSY))
+    Conflict {
+        errno: Errno::from_i32(libc::ETXTBSY),
+        why: "ETXTBSY: it is open for reading by FUSE passthrough; --no-passthrough allows both",
+    }
 }
 
 /// How deep the backing files' filesystem is stacked: passthrough must be
