@@ -1216,6 +1216,63 @@ async fn a_small_change_in_a_big_file_costs_two_copies() {
     );
 }
 
+/// Saves of small changes anywhere in a file of several 8 MiB parts, and
+/// of growth past its end, each checked whole: copies of unchanged runs and
+/// changed parts shrunk next to them must tile the file exactly, whether
+/// the change is in the first part, the last, across two, or near a part's
+/// edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saves_of_changes_anywhere_store_the_whole_file() {
+    let s = setup_with_parts(MemoryStoreConfig::default(), Duration::ZERO, 8 * MIB as u64);
+    let mut expected = bytes_of(41 * MIB + 777, 5);
+    put(&s.bucket, "f", &expected).await;
+    let ino = resolve(&s.fs, "f").await.expect("f");
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |below: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % below as u64) as usize
+    };
+    // Near the edges first (with a copy on one side only: the changed
+    // part after a copy and before another changed part, and the other
+    // way round), then anywhere.
+    let mut saves = vec![
+        vec![(6 * MIB, 100)],
+        vec![(8 * MIB - 10, 20)],
+        vec![(MIB, 10)],
+        vec![(25 * MIB, 10), (33 * MIB, 10)],
+        vec![(30 * MIB, 10), (38 * MIB, 10)],
+        vec![(40 * MIB + 5, 10)],
+        vec![(expected.len() - 3, 3 * MIB)],
+    ];
+    for _ in 0..24 {
+        let writes = (0..1 + next(2))
+            .map(|_| (next(expected.len() + MIB), 1 + next(2 * MIB)))
+            .collect();
+        saves.push(writes);
+    }
+    for (round, writes) in saves.into_iter().enumerate() {
+        let fill = round as u8 + 1;
+        let fh = s.fs.open(ino, true, false).await.expect("open r+").fh;
+        for &(at, len) in &writes {
+            s.fs.write(fh, at as u64, &vec![fill; len])
+                .await
+                .expect("write");
+            if expected.len() < at + len {
+                expected.resize(at + len, 0);
+            }
+            expected[at..at + len].fill(fill);
+        }
+        s.fs.flush(fh).await.expect("save");
+        s.fs.release(fh).await;
+        assert!(
+            s.bucket.content("f").expect("f")[..] == expected[..],
+            "round {round}: {writes:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shell_redirect_over_a_file_adds_one_version() {
     let s = setup(MemoryStoreConfig::default());

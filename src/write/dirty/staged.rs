@@ -169,18 +169,20 @@ impl DirtyFile {
             let Some(changed) = self.written.extent(start..end) else {
                 continue;
             };
-            let len = (changed.end - changed.start).max(MIN_PART);
-            if len >= end - start {
+            // Every changed byte stays in the part; it keeps the edge that
+            // has no copy beside it to take the rest.
+            let (new_start, new_end) = match (prev, next) {
+                (None, _) => (start, start + (changed.end - start).max(MIN_PART)),
+                (_, None) => (end.saturating_sub((end - changed.start).max(MIN_PART)), end),
+                _ => {
+                    let len = (changed.end - changed.start).max(MIN_PART);
+                    let at = changed.start.min(end.saturating_sub(len));
+                    (at, at + len)
+                }
+            };
+            if new_end - new_start >= end - start {
                 continue;
             }
-            // At the change, inside the part, and flush with the edge
-            // that has no copy to take the rest.
-            let new_start = match (prev, next) {
-                (None, _) => start,
-                (_, None) => end - len,
-                _ => changed.start.min(end - len),
-            };
-            let new_end = new_start + len;
             let fits = |n: Option<usize>, extra: u64| {
                 n.is_none_or(|n| plan[n].range.end - plan[n].range.start + extra <= MAX_SINGLE_COPY)
             };
