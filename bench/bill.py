@@ -398,6 +398,8 @@ def main():
                     help="also run each workload with no metadata caching (metadata_ttl=0)")
     ap.add_argument("--only", default="", help="comma-separated workload numbers (1-based)")
     ap.add_argument("--limit", type=int, default=600, help="seconds a workload may take")
+    ap.add_argument("--tag", default="",
+                    help="added to the results' file name (a partial run keeps the full table)")
     args = ap.parse_args()
     tools = []
     for name in args.tools.split(","):
@@ -474,6 +476,8 @@ def main():
     out_dir = os.path.join(REPO, "bench", "results")
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, f"{datetime.date.today().isoformat()}-{platform.node()}-bill")
+    if args.tag:
+        stem += f"-{args.tag}"
     with open(stem + ".md", "w") as f:
         f.write(header + "\n\n" + text + "\n")
     with open(stem + ".json", "w") as f:
