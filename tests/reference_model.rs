@@ -1273,6 +1273,32 @@ async fn saves_of_changes_anywhere_store_the_whole_file() {
     }
 }
 
+/// Directories a fresh listing of their parent shows cost one HEAD of
+/// their marker each to look up, not a HEAD and a one-key listing (a class
+/// C request on B2): a walk returning to directories past the attribute
+/// TTL pays that at every return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_a_fresh_listing_shows_cost_no_listing_each() {
+    let s = setup_with_ttl(MemoryStoreConfig::default(), Duration::from_secs(60));
+    for dir in ["a", "b", "c", "d"] {
+        put(&s.bucket, &format!("top/{dir}/file"), b"x").await;
+    }
+    let top = resolve(&s.fs, "top").await.expect("top");
+    // The first miss in `top` is asked of the bucket; the second lists
+    // `top` once (its name index), which shows every directory in it.
+    s.fs.lookup(top, "a").await.expect("a");
+    let listings = s.bucket.requests("ListObjectsV2");
+    for dir in ["b", "c", "d"] {
+        let inode = s.fs.lookup(top, dir).await.expect("dir");
+        assert_eq!(inode.attr.kind, Kind::Dir, "{dir}");
+    }
+    assert_eq!(
+        s.bucket.requests("ListObjectsV2"),
+        listings + 1,
+        "one listing of top, none per directory"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shell_redirect_over_a_file_adds_one_version() {
     let s = setup(MemoryStoreConfig::default());

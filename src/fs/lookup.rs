@@ -496,7 +496,15 @@ impl Fs {
                 }
                 self.resolve_file(&path).await?
             }
-            Some(Some(Listed::Dir { .. })) | None => self.resolve_remote(&path).await?,
+            // Listed as a directory moments ago: it is one (a directory
+            // wins over a file of the same name), and only its marker's
+            // metadata is missing. One HEAD of the marker (or none, while
+            // `known` holds it) instead of a HEAD and a one-key listing,
+            // which B2 bills at ten times a HEAD: a walk that comes back to
+            // a directory past the attribute TTL (`cp -r`, `find`) pays it
+            // at every return.
+            Some(Some(listed @ Listed::Dir { .. })) => self.listed_resolved(&path, listed).await?,
+            None => self.resolve_remote(&path).await?,
         };
         if resolved.is_none() {
             self.remember_missing(&path);
