@@ -86,9 +86,7 @@ impl FuseAdapter {
             tracing::info!("disk cache: reads go through bucketfs: passthrough not negotiated");
             return;
         }
-        let pt = Passthrough::new();
-        pt.enable();
-        self.passthrough = Some(Arc::new(pt));
+        self.passthrough = Some(Arc::new(Passthrough::new()));
         tracing::info!(
             "disk cache: files it holds whole are read by the kernel from {} (FUSE passthrough)",
             disk.dir().display()

@@ -71,18 +71,16 @@ pub struct Conflict {
 }
 
 impl Passthrough {
+    /// For a session whose kernel agreed to passthrough.
     pub fn new() -> Self {
         Passthrough {
-            enabled: AtomicBool::new(false),
+            enabled: AtomicBool::new(true),
             inodes: Mutex::new(HashMap::new()),
             closed: tokio::sync::Notify::new(),
         }
     }
 
-    pub fn enable(&self) {
-        self.enabled.store(true, Ordering::Relaxed);
-    }
-
+    /// Whether backing files may still be registered (none was refused).
     pub fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
     }
@@ -128,7 +126,8 @@ impl Passthrough {
         }
     }
 
-    /// A normal open that did not happen after all, or was closed.
+    /// An open of `ino` released (either mode), or one counted by
+    /// `begin_write` that failed.
     pub fn release(&self, ino: u64) {
         let mut inodes = self.inodes.lock();
         let last = match inodes.get_mut(&ino) {
