@@ -8,7 +8,9 @@
 //! Each runs twice: on a server that answers like B2 (through the test
 //! proxy: 501 to conditional PUTs, 400 to checksum headers, one request in
 //! twenty throttled or its connection dropped after the server applied
-//! it), and straight to the server (which honours conditional PUTs). What
+//! it), with a disk cache, so that files it holds whole are read by FUSE
+//! passthrough while the tools write others; and straight to the server
+//! (which honours conditional PUTs), without one. What
 //! the commands leave in the mount is compared with what the same commands
 //! leave in a local directory: names, types (as `readdir` tells them, and
 //! as `lstat` does), modes, mtimes where the tool keeps them, and bytes.
@@ -379,11 +381,26 @@ async fn everyday_tools_work_on_a_server_that_answers_like_b2() {
     let c = new_bucket("tools-b2").await;
     let proxy = FaultProxy::start(&server().endpoint).await;
     proxy.b2_like(20);
-    let extra = ["-o", "max_attempts=10"];
+    let cache = tempfile::tempdir().expect("disk cache dir");
+    let cache_dir = cache.path().to_string_lossy().into_owned();
+    // --debug: the log shows each open made by passthrough.
+    let extra = [
+        "-o",
+        "max_attempts=10",
+        "--disk-cache",
+        &cache_dir,
+        "--debug",
+    ];
     let mut mount = Mount::start(c.bucket(), &proxy.url, &extra);
     run_everything(&mount.path.clone(), &c, &proxy.url, &extra).await;
     assert!(mount.unmount().success());
     let log = mount.log_text();
+    let by_passthrough = log.matches("open by FUSE passthrough").count();
+    eprintln!("{by_passthrough} opens by FUSE passthrough");
+    assert!(
+        log.contains("(FUSE passthrough)") && by_passthrough > 0,
+        "files the disk cache holds whole are read by passthrough"
+    );
     assert!(
         log.contains("conditional PUTs are not available"),
         "the log says the mount checks O_EXCL itself:\n{log}"

@@ -215,6 +215,7 @@ impl Passthrough {
                     return Err((stale, reply, backing));
                 }
                 *opens += 1;
+                tracing::debug!(ino, "open by FUSE passthrough, beside {} more", *opens - 1);
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), id);
             }
             None => {
@@ -230,6 +231,7 @@ impl Passthrough {
                 };
                 match registered {
                     Some((etag, id)) => {
+                        tracing::debug!(ino, "open by FUSE passthrough");
                         reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
                         inodes.insert(
                             ino,
