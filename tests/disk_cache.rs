@@ -299,18 +299,8 @@ async fn a_file_written_through_the_mount_reads_back_without_a_get() {
     // spawns would inherit our descriptor and flush the file half-written
     // (a save then, whose staging file is freed: the cache takes only what
     // is whole in staging at an upload).
-    let local = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(local.path(), &data).expect("local copy");
-    let (from, to) = (local.path().to_owned(), first.path.join("new.bin"));
-    let copied = blocking(move || {
-        std::process::Command::new("cp")
-            .arg(&from)
-            .arg(&to)
-            .status()
-            .expect("run cp")
-    })
-    .await;
-    assert!(copied.success(), "cp into the mount");
+    let copied = cp_into(&data, first.path.join("new.bin")).await;
+    assert!(copied.status.success(), "cp into the mount: {copied:?}");
     assert!(first.unmount().success());
 
     proxy.clear_seen();

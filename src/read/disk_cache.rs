@@ -270,11 +270,8 @@ impl DiskCache {
         let mut entries = vec![(0u32, 0u32); blocks];
         if let Ok(meta) = File::open(&paths.meta) {
             if header_matches(&meta, &identity, size) {
-                let mut raw = vec![0u8; blocks * ENTRY as usize];
-                if meta.read_exact_at(&mut raw, HEADER).is_ok() {
-                    for (entry, raw) in entries.iter_mut().zip(raw.chunks_exact(ENTRY as usize)) {
-                        *entry = decode_entry(raw);
-                    }
+                if let Ok(recorded) = read_entries(&meta, blocks as u64) {
+                    entries = recorded;
                 }
                 // Recency for eviction: this object was opened now.
                 let _ = meta.set_modified(std::time::SystemTime::now());
@@ -424,6 +421,13 @@ fn decode_entry(e: &[u8]) -> (u32, u32) {
     )
 }
 
+/// The entries of an object's `blocks` blocks, as its `.meta` holds them.
+fn read_entries(meta: &File, blocks: u64) -> io::Result<Vec<(u32, u32)>> {
+    let mut raw = vec![0u8; (blocks * ENTRY) as usize];
+    meta.read_exact_at(&mut raw, HEADER)?;
+    Ok(raw.chunks_exact(ENTRY as usize).map(decode_entry).collect())
+}
+
 fn entry_at(meta: &File, b: u64) -> (u32, u32) {
     let mut e = [0u8; ENTRY as usize];
     if meta.read_exact_at(&mut e, HEADER + b * ENTRY).is_err() {
@@ -533,9 +537,7 @@ fn verify(object: &DiskObject) -> io::Result<()> {
     if !header_matches(&meta, &object.identity, object.size) {
         return Ok(());
     }
-    let blocks = object.size.div_ceil(BLOCK_SIZE);
-    let mut raw = vec![0u8; (blocks * ENTRY) as usize];
-    meta.read_exact_at(&mut raw, HEADER)?;
+    let entries = read_entries(&meta, object.size.div_ceil(BLOCK_SIZE))?;
     let data = File::open(&object.paths.data)?;
     let Some(stamp) = stamp_of(&data.metadata()?) else {
         return Ok(());
@@ -545,8 +547,7 @@ fn verify(object: &DiskObject) -> io::Result<()> {
         return Ok(()); // checked already (several opens asked)
     }
     let mut buf = vec![0u8; BLOCK_SIZE as usize];
-    for (b, entry) in raw.chunks_exact(ENTRY as usize).enumerate() {
-        let (crc, len) = decode_entry(entry);
+    for (b, (crc, len)) in entries.into_iter().enumerate() {
         let expected = (object.size - b as u64 * BLOCK_SIZE).min(BLOCK_SIZE);
         if len as u64 != expected {
             return Ok(()); // not whole (yet)
