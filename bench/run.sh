@@ -5,7 +5,7 @@
 #
 #   bench/run.sh [--runs N] [--tools bucketfs,s3fs,rclone,mountpoint-s3] [--quick]
 #   bench/run.sh bill [--tools ...] [--strict] [--scale] [--only 1,6]
-#   bench/run.sh scale [--tools bucketfs,bucketfs-trust,...] [--limit SECONDS]
+#   bench/run.sh scale [--tools bucketfs,bucketfs-trust,...] [--limit SECONDS] [--tag NAME]
 #   bench/run.sh cache [--runs N]   (the disk cache: re-reads after a remount)
 #
 # Installs what it lacks (Debian fio, s3fs, rclone, and cmake/clang for

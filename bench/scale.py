@@ -232,6 +232,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tools", default="bucketfs,bucketfs-trust,s3fs,rclone,mountpoint-s3")
     ap.add_argument("--limit", type=int, default=600, help="seconds a command may take")
+    ap.add_argument("--tag", default="",
+                    help="saved as ...-scale-TAG.md, apart from the full run of the day")
     args = ap.parse_args()
     names = []
     for name in args.tools.split(","):
@@ -305,6 +307,8 @@ def main():
     out_dir = os.path.join(REPO, "bench", "results")
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, f"{datetime.date.today().isoformat()}-{platform.node()}-scale")
+    if args.tag:
+        stem += f"-{args.tag}"
     with open(stem + ".md", "w") as f:
         f.write(header + "\n\n" + text + "\n")
     with open(stem + ".json", "w") as f:

@@ -3,7 +3,9 @@
 //! whose continuation tokens go round in a circle, keys that cannot be
 //! file names (`./x`, `../x`, `a/./b`), keys that do not decode, and
 //! 1,024-byte keys. None may crash, hang or loop; each name is shown
-//! correctly or hidden and logged once.
+//! correctly or hidden and logged once. And a directory of more files than
+//! the kernel is let hold: the daemon has it forget the least recently
+//! used, and they come back under the same inode numbers.
 //!
 //! The odd listings are answered by the test proxy itself (a server would
 //! have to store 100,000 objects, and no real one changes or loops on
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use support::mount::Mount;
 use support::proxy::{Fault, FaultProxy};
-use support::{blocking, new_bucket, put, server};
+use support::{blocking, new_bucket, put, server, wait_until};
 
 /// The `prefix` and `continuation-token` of a ListObjectsV2 request, if
 /// this is one.
@@ -139,6 +141,89 @@ async fn a_directory_of_100000_keys_lists_whole_in_100_requests() {
     .await;
     assert_eq!(meta.len(), "big/f054321".len() as u64);
     assert_eq!(proxy.count("HEAD", "f054321"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_inodes_the_kernel_forgets_least_recent_files_but_not_open_ones() {
+    let c = new_bucket("forgets").await;
+    put(&c, "big/", b"").await;
+    put(&c, "held.txt", b"kept open").await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    proxy.respond_with(Arc::new(|method, path| {
+        let (prefix, token) = list_request(method, path)?;
+        if prefix != "big/" {
+            return None;
+        }
+        let n: usize = token.map_or(0, |t| t.trim_start_matches('p').parse().unwrap_or(0));
+        let keys: Vec<String> = (n * 1000..(n + 1) * 1000)
+            .map(|i| format!("big/f{i:06}"))
+            .collect();
+        let next = (n + 1 < 5).then(|| format!("p{}", n + 1));
+        Some(page("big/", &keys, next.as_deref()))
+    }));
+    let mount = Mount::start(
+        c.bucket(),
+        &proxy.url,
+        &[
+            "--metadata-ttl",
+            "60s",
+            TRUST_LISTINGS,
+            "--max-inodes",
+            "500",
+            "--debug",
+        ],
+    );
+    let root = mount.path.clone();
+    let (held, first_ino, walked) = blocking(move || {
+        use std::os::unix::fs::MetadataExt;
+        // Opened first: the least recently used of all, but open.
+        let held = std::fs::File::open(root.join("held.txt")).unwrap();
+        // `ls -l`: readdirplus hands the kernel all 5,000, then a stat each.
+        let mut walked = 0;
+        let mut first_ino = None;
+        for entry in std::fs::read_dir(root.join("big")).unwrap() {
+            let entry = entry.unwrap();
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            assert_eq!(meta.len(), "big/f000000".len() as u64);
+            if entry.file_name() == "f000000" {
+                first_ino = Some(meta.ino());
+            }
+            walked += 1;
+        }
+        (held, first_ino.expect("f000000 listed"), walked)
+    })
+    .await;
+    assert_eq!(walked, 5000);
+    // The kernel is asked to forget, and does: the daemon's count of the
+    // inodes it holds comes back under the limit.
+    assert!(
+        wait_until(Duration::from_secs(20), || mount
+            .log_text()
+            .contains("the kernel holds no more than the limit again")),
+        "the kernel never came back under 500 inodes:\n{}",
+        mount.log_text()
+    );
+    assert!(mount.log_text().contains("asked the kernel to forget"));
+    let root = mount.path.clone();
+    let (again, held_link, held_content) = blocking(move || {
+        use std::io::{Read, Seek};
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::io::AsRawFd;
+        let again = std::fs::metadata(root.join("big/f000000")).unwrap().ino();
+        let mut held = held;
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", held.as_raw_fd())).unwrap();
+        let mut content = String::new();
+        held.rewind().unwrap();
+        held.read_to_string(&mut content).unwrap();
+        (again, link, content)
+    })
+    .await;
+    // A file forgotten is looked up again under its number.
+    assert_eq!(again, first_ino);
+    // The open file's name was left alone (an invalidated one would show
+    // as deleted), and it reads on.
+    assert_eq!(held_link, mount.path.join("held.txt"));
+    assert_eq!(held_content, "kept open");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use super::source::Source;
 use super::units::{parse_duration, parse_size};
 use crate::fs::attr::AttrDefaults;
 use crate::fs::{Fs, FsConfig, VersionsMode};
-use crate::fuse::FuseAdapter;
+use crate::fuse::{FuseAdapter, InodeLimit};
 use crate::read::ReadTuning;
 use crate::s3::{ListRequest, S3Client, VersioningStatus};
 use crate::write::default_cache_dir;
@@ -146,6 +146,13 @@ pub struct MountArgs {
     /// each file is looked up. Off by default.
     #[arg(long, help_heading = "Caching")]
     pub trust_listings: bool,
+
+    /// Most inodes the kernel is let hold (names it looked up or listed):
+    /// past it, the least recently used files are dropped from its cache
+    /// and looked up again when next used, so a walk of millions of files
+    /// keeps the daemon's memory bounded. 0: no bound.
+    #[arg(long, default_value_t = 100_000, help_heading = "Caching")]
+    pub max_inodes: usize,
 
     /// How long a missing name is trusted to stay missing.
     #[arg(long, default_value = "1s", value_parser = parse_duration, help_heading = "Caching")]
@@ -543,6 +550,7 @@ fn serve(
         )
     };
     let (session, unmounter) = mount_session(adapter, mountpoint, &kernel, acl, args)?;
+    let notifier = session.notifier();
     // Shared by the signal handler (unmount) and the end of the session
     // (detach a dead mount).
     let unmounter = Arc::new(parking_lot::Mutex::new(unmounter));
@@ -594,7 +602,17 @@ fn serve(
         sd_notify::NotifyState::MainPid(std::process::id()),
         sd_notify::NotifyState::Ready,
     ]);
+    // Past this point the mount is live: a thread that cannot start costs
+    // memory on big walks, not the mount.
+    let inode_limit =
+        InodeLimit::start(fs.clone(), notifier, args.max_inodes).unwrap_or_else(|e| {
+            tracing::warn!("no bound on the inodes the kernel holds: cannot start its thread: {e}");
+            None
+        });
     let result = session.run();
+    if let Some(limit) = inode_limit {
+        limit.stop();
+    }
     if result.is_err() {
         unmounter.lock().detach();
     }

@@ -205,9 +205,14 @@ impl DirSnapshot {
 /// directory twin may still come.
 struct Filler {
     dir_path: String,
-    /// Names already shown (local files, and every name listed so far:
-    /// a server whose listing changes between pages may repeat some).
-    shown: HashSet<String>,
+    /// Names shown from local state (files with unsaved changes).
+    local: HashSet<String>,
+    /// Names shown from the listing's last two pages. A server whose
+    /// listing changes between pages may repeat a name where one page
+    /// ends and the next begins (S3 lists in key order, and a page starts
+    /// after the key the last one ended with), never further back: so a
+    /// million-entry listing needs no set of a million names.
+    recent: [HashSet<String>; 2],
     /// Files waiting until the listing passes their `name/` prefix.
     held: BTreeMap<String, Listed>,
     /// Everything listed, for the listing cache once complete; `None`
@@ -282,7 +287,8 @@ impl Fs {
         local.sort_by(|a, b| a.0.cmp(&b.0));
         let mut filler = Filler {
             dir_path: inode.path.to_string(),
-            shown: local.iter().map(|(name, _)| name.clone()).collect(),
+            local: local.iter().map(|(name, _)| name.clone()).collect(),
+            recent: Default::default(),
             held: BTreeMap::new(),
             all: Some(BTreeMap::new()),
             epoch,
@@ -356,6 +362,8 @@ impl Fs {
             return Vec::new();
         };
         let hidden = self.hidden_by_versions(&filler.dir_path);
+        filler.recent.swap(0, 1);
+        filler.recent[1].clear();
         let mut out = Vec::new();
         for (name, listed) in page.files {
             filler.held.insert(name, listed);
@@ -397,7 +405,10 @@ impl Fs {
             self.taken_by_versions(prefix);
             return;
         }
-        if filler.shown.insert(name.clone()) {
+        let repeated =
+            filler.local.contains(&name) || filler.recent.iter().any(|r| r.contains(&name));
+        if !repeated {
+            filler.recent[1].insert(name.clone());
             out.push((name.clone(), listed.clone()));
         }
         if let Some(all) = &mut filler.all {

@@ -17,8 +17,9 @@
 //! pointer wide, and the growth of the map (which doubles its slots) costs
 //! 16 bytes a slot rather than the size of an inode.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -49,6 +50,9 @@ pub struct Inode {
     /// with no link (`fstat` shows `nlink` 0).
     pub unlinked: bool,
     lookups: u32,
+    /// The table's clock when the kernel last asked about this inode: the
+    /// least recent are the first the kernel is asked to let go of.
+    touched: u32,
 }
 
 impl Inode {
@@ -59,6 +63,8 @@ impl Inode {
 
 pub struct InodeTable {
     inner: Mutex<Table>,
+    /// Moved on by `tick` (the pruner's passes): see `least_recent_files`.
+    clock: AtomicU32,
 }
 
 struct Table {
@@ -133,6 +139,7 @@ impl InodeTable {
             unlinked: false,
             // The root is never forgotten.
             lookups: 1,
+            touched: 0,
         };
         InodeTable {
             inner: Mutex::new(Table {
@@ -140,15 +147,25 @@ impl InodeTable {
                 displaced: HashMap::from([(root.path.clone(), ROOT_INO)]),
                 by_ino: HashMap::from([(ROOT_INO, Box::new(root))]),
             }),
+            clock: AtomicU32::new(0),
         }
+    }
+
+    fn now(&self) -> u32 {
+        self.clock.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> parking_lot::MutexGuard<'_, Table> {
         self.inner.lock()
     }
 
+    /// The inode `ino`, as the kernel asks about it (a getattr, an open).
     pub fn get(&self, ino: Ino) -> Option<Inode> {
-        self.lock().by_ino.get(&ino).map(|i| Inode::clone(i))
+        let now = self.now();
+        let mut table = self.lock();
+        let inode = table.by_ino.get_mut(&ino)?;
+        inode.touched = now;
+        Some(Inode::clone(inode))
     }
 
     /// Record what is known of `path` (a child of `parent`) and count one
@@ -162,9 +179,11 @@ impl InodeTable {
         valid_until: Instant,
         lookup: bool,
     ) -> Inode {
+        let now = self.now();
         let mut table = self.lock();
         if let Some(ino) = table.find(path) {
             if let Some(existing) = table.by_ino.get_mut(&ino) {
+                existing.touched = now;
                 existing.attr = attr;
                 existing.valid_until = valid_until;
                 if etag.is_some() {
@@ -189,6 +208,7 @@ impl InodeTable {
             cached_etag: None,
             unlinked: false,
             lookups: u32::from(lookup),
+            touched: now,
         };
         table.by_ino.insert(ino, Box::new(inode.clone()));
         table.holds(path, ino);
@@ -296,6 +316,45 @@ impl InodeTable {
 
     pub fn len(&self) -> usize {
         self.lock().by_ino.len()
+    }
+
+    /// Move the clock on: what the kernel asks about from now on is more
+    /// recent than all before.
+    pub fn tick(&self) {
+        self.clock.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Up to `count` files (not directories, not `busy`) the kernel holds
+    /// and asked about least recently, as (parent, path), oldest first.
+    ///
+    /// Directories are left alone: a directory's dentry can be a working
+    /// directory, which an invalidation would show as deleted, and a walk
+    /// holds a thousand times fewer of them than files.
+    pub fn least_recent_files(&self, count: usize, busy: &HashSet<Ino>) -> Vec<(Ino, Arc<str>)> {
+        let table = self.lock();
+        let mut candidates: Vec<(u32, Ino)> = table
+            .by_ino
+            .values()
+            .filter(|i| {
+                i.ino != ROOT_INO
+                    && i.lookups > 0
+                    && !i.unlinked
+                    && i.attr.kind != super::attr::Kind::Dir
+                    && !busy.contains(&i.ino)
+            })
+            .map(|i| (i.touched, i.ino))
+            .collect();
+        if count < candidates.len() {
+            candidates.select_nth_unstable(count);
+            candidates.truncate(count);
+        }
+        candidates.sort_unstable();
+        let picked = candidates
+            .into_iter()
+            .filter_map(|(_, ino)| table.by_ino.get(&ino))
+            .map(|i| (i.parent, i.path.clone()))
+            .collect();
+        picked
     }
 
     pub fn is_empty(&self) -> bool {
@@ -417,5 +476,43 @@ mod tests {
         t.forget(new.ino, 1);
         assert_eq!(t.find("f"), None);
         assert_eq!(t.len(), 1, "only the root is left");
+    }
+
+    #[test]
+    fn the_least_recent_files_go_first_but_never_open_ones_or_directories() {
+        let t = InodeTable::new(attr());
+        let now = Instant::now();
+        let dir_attr = Attr {
+            kind: Kind::Dir,
+            ..attr()
+        };
+        let dir = t.remember(ROOT_INO, "d", dir_attr, None, now, true);
+        let old = t.remember(dir.ino, "d/old", attr(), None, now, true);
+        let open = t.remember(dir.ino, "d/open", attr(), None, now, true);
+        t.tick();
+        t.remember(dir.ino, "d/middle", attr(), None, now, true);
+        t.tick();
+        t.remember(dir.ino, "d/new", attr(), None, now, true);
+        // A getattr makes the oldest the newest.
+        t.tick();
+        t.get(old.ino);
+        let busy = HashSet::from([open.ino]);
+        let picked: Vec<(Ino, String)> = t
+            .least_recent_files(2, &busy)
+            .into_iter()
+            .map(|(parent, path)| (parent, path.to_string()))
+            .collect();
+        assert_eq!(
+            picked,
+            vec![
+                (dir.ino, "d/middle".to_owned()),
+                (dir.ino, "d/new".to_owned())
+            ]
+        );
+        assert_eq!(
+            t.least_recent_files(10, &busy).len(),
+            3,
+            "not the directory, not the open file"
+        );
     }
 }

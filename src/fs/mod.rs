@@ -427,6 +427,43 @@ impl Fs {
         self.inodes.forget(ino, n)
     }
 
+    /// Inodes the kernel holds (each one looked up and not yet forgotten).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// Move the inodes' clock on: what the kernel asks about from now on
+    /// counts as more recent than all before (see `inodes_to_release`).
+    pub fn age_inodes(&self) {
+        self.inodes.tick();
+    }
+
+    /// Files the kernel should be asked to forget so that it holds at most
+    /// `keep` inodes: (parent, name) of the files it asked about least
+    /// recently (by the clock `age_inodes` moves), open ones excepted.
+    pub fn inodes_to_release(&self, keep: usize) -> Vec<(Ino, String)> {
+        let Some(excess) = self.inodes.len().checked_sub(keep).filter(|n| *n > 0) else {
+            return Vec::new();
+        };
+        let busy: std::collections::HashSet<Ino> = self
+            .handles
+            .lock()
+            .values()
+            .filter_map(|h| match h {
+                Handle::File { ino, .. } | Handle::Local { ino, .. } => Some(*ino),
+                Handle::Dir(_) => None,
+            })
+            .collect();
+        self.inodes
+            .least_recent_files(excess, &busy)
+            .into_iter()
+            .map(|(parent, path)| {
+                let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
+                (parent, name)
+            })
+            .collect()
+    }
+
     /// statfs: S3 has no capacity to report; give large, stable numbers so
     /// that programs checking for free space proceed.
     pub fn statfs(&self) -> StatFs {

@@ -26,7 +26,10 @@ use tokio::runtime::Handle;
 
 use crate::fs::{Attr, Caller, DirEntry, DirSnapshot, Fs, FsError, FsResult, Inode, Kind, SetAttr};
 
+mod inode_limit;
 mod passthrough;
+
+pub use inode_limit::InodeLimit;
 use passthrough::{Conflict, Passthrough};
 
 /// Largest read and write the kernel sends in one request.
