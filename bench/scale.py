@@ -223,6 +223,7 @@ def run_limited(cmd, limit):
 WORKLOADS = [
     ("ls_100k", "`ls -l` of 100,000 objects in one directory", ["ls", "-l", "{mnt}/flat100k"]),
     ("ls_1m", "`ls -l` of 1,000,000 objects in one directory", ["ls", "-l", "{mnt}/flat1m"]),
+    ("du_flat1m", "`du -s` of that directory, after the `ls -l`", ["du", "-s", "{mnt}/flat1m"]),
     ("find_1m", "`find` of 1,000,000 objects in 1,000 directories", ["find", "{mnt}/tree1m"]),
     ("du_1m", "`du -s` of the same tree, after the find", ["du", "-s", "{mnt}/tree1m"]),
 ]
@@ -291,13 +292,13 @@ def main():
                 text += f" ({w['outcome']})"
             cells.append(text)
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    lines.append("| daemon peak RSS after all four, MiB | "
+    lines.append("| daemon peak RSS after all five, MiB | "
                  + " | ".join(f"{results[n]['peak_rss_mib']:.0f}" for n in names) + " |")
     text = "\n".join(lines)
     header = (
         f"bucketfs at scale, {datetime.date.today().isoformat()}, {platform.node()}: a synthetic "
         f"bucket of {len(space.keys):,} objects served from memory on loopback (built in "
-        f"{space.built_s:.1f} s, not counted); one mount per tool for the four commands in "
+        f"{space.built_s:.1f} s, not counted); one mount per tool for the five commands in "
         "order, each tool with its defaults (bucketfs-trust: `-o trust_listings`); "
         f"commands stopped after {args.limit} s."
     )

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::attr::{Attr, Kind};
 use super::error::{FsError, FsResult};
@@ -183,6 +183,13 @@ impl Fs {
         }
     }
 
+    /// The pages of a directory's listing from the first key after `after`.
+    pub(crate) fn dir_pages_after(&self, dir_path: &str, after: &str) -> DirPages {
+        let mut pages = self.dir_pages(dir_path);
+        pages.request.start_after = Some(after.to_owned());
+        pages
+    }
+
     /// The next page of a directory's listing, its names checked (odd
     /// ones hidden and logged); `None` once the last was fetched.
     pub(crate) async fn next_dir_page(&self, pages: &mut DirPages) -> FsResult<Option<DirPage>> {
@@ -344,11 +351,20 @@ impl Fs {
         }
     }
 
+    /// Whether `dir_path` was found too big to index by name lately.
+    fn too_big(&self, dir_path: &str) -> bool {
+        matches!(
+            self.cold_dirs.lock().peek(dir_path),
+            Some(ColdDir::TooBig(at)) if at.elapsed() < TOO_BIG_REMEMBERED
+        )
+    }
+
     /// Forget cached knowledge about a directory's children (and the cached
     /// history, which every change extends).
     pub(crate) fn invalidate_listing(&self, dir_path: &str) {
         self.invalidate_versions();
         self.stat_ahead.clear();
+        self.range_pages.forget_dir(dir_path);
         let mut listings = self.listings.lock();
         self.listing_epoch.fetch_add(1, Ordering::SeqCst);
         listings.pop(dir_path);
@@ -365,6 +381,7 @@ impl Fs {
     pub(crate) fn child_changed(&self, dir_path: &str, name: &str, now: Option<Listed>) {
         self.invalidate_versions();
         self.stat_ahead.clear();
+        self.range_pages.forget_dir(dir_path);
         let mut listings = self.listings.lock();
         self.listing_epoch.fetch_add(1, Ordering::SeqCst);
         match listings.get_mut(dir_path) {
@@ -468,16 +485,21 @@ impl Fs {
         if listing.is_none() {
             listing = self.name_index(dir_path).await?;
         }
+        if listing.is_none() && self.too_big(dir_path) {
+            listing = self
+                .range_page(dir_path, name)
+                .await?
+                .map(|page| page.listing.clone());
+        }
         // The index is fresh: a file version whose metadata this mount
         // knows needs no HEAD (a `du` or `stat` walk after an `ls -l`).
         let known = match listing.as_ref().and_then(|l| l.entries.get(name)) {
-            Some(Listed::File { size, mtime, etag }) => self
-                .known
-                .file(&self.key(&path), etag, *size, *mtime)
-                .map(|attr| Resolved {
+            Some(listed @ Listed::File { etag, .. }) => {
+                self.known_listed(&path, listed).map(|attr| Resolved {
                     attr,
                     etag: Some(etag.clone()),
-                }),
+                })
+            }
             _ => None,
         };
         if known.is_some() {
@@ -487,12 +509,26 @@ impl Fs {
             // The directory's names are known: a missing one costs nothing,
             // a file one HEAD for its metadata.
             Some(None) => None,
-            Some(Some(Listed::File { .. })) => {
+            Some(Some(listed @ Listed::File { etag, .. })) => {
+                // A real listing's entry (not one this mount put in a name
+                // index for a file it made, which has no ETag), shown as
+                // listed when that is asked for.
+                if self.config.trust_listings && !etag.is_empty() {
+                    let (attr, etag) = self.listed_attr(listed);
+                    return Ok(Some(Resolved { attr, etag }));
+                }
                 if let Some(listing) = &listing {
-                    self.stat_ahead
-                        .follow(&self.store, dir_path, name, &listing.entries, |n| {
-                            self.key(&child_path(dir_path, n))
-                        });
+                    self.stat_ahead.follow(
+                        &self.store,
+                        dir_path,
+                        name,
+                        &listing.entries,
+                        |n| self.key(&child_path(dir_path, n)),
+                        |n, listed| {
+                            self.known_listed(&child_path(dir_path, n), listed)
+                                .is_none()
+                        },
+                    );
                 }
                 self.resolve_file(&path).await?
             }
@@ -531,6 +567,22 @@ impl Fs {
         }
     }
 
+    /// A listed file's attributes, if this mount knows the metadata of
+    /// that very version (or knows it has none): no HEAD needed.
+    pub(crate) fn known_listed(&self, path: &str, listed: &Listed) -> Option<Attr> {
+        let Listed::File { size, mtime, etag } = listed else {
+            return None;
+        };
+        let key = self.key(path);
+        self.known.file(&key, etag, *size, *mtime).or_else(|| {
+            // Known to carry no metadata: what a HEAD of it would show,
+            // whose time has whole seconds only.
+            self.known
+                .is_bare(&key, etag, *size, *mtime)
+                .then(|| self.attr_of_head(&bare_head(*size, *mtime)))
+        })
+    }
+
     /// What a listed child is, as true as a `stat` of it: from what this
     /// mount knows of that very version, else asked (a HEAD of the file,
     /// or of the directory's marker). With `trust_listings`, unknown
@@ -541,8 +593,8 @@ impl Fs {
         path: &str,
         listed: &Listed,
     ) -> FsResult<Option<Resolved>> {
-        if let Listed::File { size, mtime, etag } = listed {
-            if let Some(attr) = self.known.file(&self.key(path), etag, *size, *mtime) {
+        if let Listed::File { etag, .. } = listed {
+            if let Some(attr) = self.known_listed(path, listed) {
                 return Ok(Some(Resolved {
                     attr,
                     etag: Some(etag.clone()),
@@ -587,7 +639,8 @@ impl Fs {
         Ok(attr)
     }
 
-    /// A file's attributes as a HEAD of it tells them.
+    /// A file's attributes as a HEAD of it tells them (see `bare_head` for
+    /// one that need not be sent).
     pub(crate) fn attr_of_head(&self, meta: &crate::s3::ObjectMeta) -> Attr {
         let mut attr =
             self.config
@@ -603,13 +656,19 @@ impl Fs {
 
     fn head_resolved(&self, key: &str, meta: crate::s3::ObjectMeta) -> Resolved {
         let attr = self.attr_of_head(&meta);
-        self.known.learn_file(
-            key,
-            &meta.etag,
-            meta.size,
-            Some(meta.last_modified),
-            attr.clone(),
-        );
+        if meta.user_metadata.is_empty() {
+            // Nothing a listing does not show: a fingerprint is enough.
+            self.known
+                .learn_bare(key, &meta.etag, meta.size, meta.last_modified);
+        } else {
+            self.known.learn_file(
+                key,
+                &meta.etag,
+                meta.size,
+                Some(meta.last_modified),
+                attr.clone(),
+            );
+        }
         Resolved {
             attr,
             etag: Some(Arc::from(meta.etag)),
@@ -764,5 +823,23 @@ impl Fs {
                 .ok_or_else(FsError::not_found),
             None => Err(FsError::not_found()),
         }
+    }
+}
+
+/// What a HEAD of a listed version known to carry no user metadata would
+/// answer, as far as attributes go: its size, and its LastModified in whole
+/// seconds (HTTP dates have no more).
+fn bare_head(size: u64, listed_time: SystemTime) -> crate::s3::ObjectMeta {
+    let seconds = listed_time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    crate::s3::ObjectMeta {
+        size,
+        etag: String::new(),
+        last_modified: UNIX_EPOCH + Duration::from_secs(seconds),
+        content_type: None,
+        version_id: None,
+        user_metadata: BTreeMap::new(),
+        content_headers: Vec::new(),
     }
 }

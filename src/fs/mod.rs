@@ -19,6 +19,7 @@ pub mod inode;
 mod known_attrs;
 mod lookup;
 pub mod names;
+mod range_pages;
 mod rename;
 mod stat_ahead;
 mod versions;
@@ -172,6 +173,8 @@ pub struct Fs {
     negative: Mutex<LruCache<String, Instant>>,
     /// HEADs started ahead of a walk through a directory's files.
     stat_ahead: stat_ahead::StatAhead,
+    /// Listing pages of directories too big to keep whole.
+    range_pages: range_pages::RangePages,
     /// Metadata known for exact object versions (see `known_attrs`).
     known: known_attrs::KnownAttrs,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -261,7 +264,11 @@ impl Fs {
             )),
             negative: Mutex::new(lru(NEGATIVE_ENTRIES)),
             stat_ahead: stat_ahead::StatAhead::new(config.metadata_ttl),
-            known: known_attrs::KnownAttrs::new(known_attrs::KNOWN_OBJECTS),
+            range_pages: range_pages::RangePages::default(),
+            known: known_attrs::KnownAttrs::new(
+                known_attrs::KNOWN_OBJECTS,
+                known_attrs::BARE_GENERATION,
+            ),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             read_ctx,

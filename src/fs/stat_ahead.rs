@@ -83,7 +83,9 @@ impl StatAhead {
 
     /// Note a lookup of file `name` in `dir` (whose names are `entries`)
     /// and, if it continues a walk, start HEADs of the files that follow.
-    /// `key_of` gives a name's object key.
+    /// `key_of` gives a name's object key; `needs_head` says which files a
+    /// lookup would HEAD (not those whose metadata is known): the walk is
+    /// through those.
     pub(crate) fn follow(
         &self,
         store: &Store,
@@ -91,11 +93,14 @@ impl StatAhead {
         name: &str,
         entries: &BTreeMap<String, Listed>,
         key_of: impl Fn(&str) -> String,
+        needs_head: impl Fn(&str, &Listed) -> bool,
     ) {
         let files_after = |from: &str| {
             entries
                 .range::<str, _>((Bound::Excluded(from), Bound::Unbounded))
-                .filter(|(_, listed)| matches!(listed, Listed::File { .. }))
+                .filter(|(n, listed)| {
+                    matches!(listed, Listed::File { .. }) && needs_head(n, listed)
+                })
                 .map(|(n, _)| n.as_str())
         };
         let mut state = self.lock();
