@@ -39,6 +39,14 @@ fn list_request(method: &str, path_and_query: &str) -> Option<(String, Option<St
         .then(|| (get("prefix").unwrap_or_default(), get("continuation-token")))
 }
 
+/// The `start-after` of a ListObjectsV2 request, if it has one.
+fn start_after(path_and_query: &str) -> Option<String> {
+    let url = reqwest::Url::parse(&format!("http://proxy{path_and_query}")).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == "start-after")
+        .map(|(_, v)| v.into_owned())
+}
+
 /// One ListObjectsV2 page (url-encoded keys, as asked), with `token` as
 /// the next continuation token if given.
 fn page(prefix: &str, keys: &[String], token: Option<&str>) -> Fault {
@@ -154,11 +162,18 @@ async fn past_max_inodes_the_kernel_forgets_least_recent_files_but_not_open_ones
         if prefix != "big/" {
             return None;
         }
-        let n: usize = token.map_or(0, |t| t.trim_start_matches('p').parse().unwrap_or(0));
-        let keys: Vec<String> = (n * 1000..(n + 1) * 1000)
-            .map(|i| format!("big/f{i:06}"))
-            .collect();
-        let next = (n + 1 < 5).then(|| format!("p{}", n + 1));
+        // Pages of 1,000 from the continuation token's index, or from the
+        // first key after `start-after` (a lookup's page, see
+        // `range_pages.rs`).
+        let key = |i: usize| format!("big/f{i:06}");
+        let start = match (token, start_after(path)) {
+            (Some(t), _) => t.trim_start_matches('k').parse().unwrap_or(0),
+            (None, Some(after)) => (0..5000).find(|i| key(*i) > after).unwrap_or(5000),
+            (None, None) => 0,
+        };
+        let end = (start + 1000).min(5000);
+        let keys: Vec<String> = (start..end).map(key).collect();
+        let next = (end < 5000).then(|| format!("k{end}"));
         Some(page("big/", &keys, next.as_deref()))
     }));
     let mount = Mount::start(
@@ -178,11 +193,16 @@ async fn past_max_inodes_the_kernel_forgets_least_recent_files_but_not_open_ones
         use std::os::unix::fs::MetadataExt;
         // Opened first: the least recently used of all, but open.
         let held = std::fs::File::open(root.join("held.txt")).unwrap();
-        // `ls -l`: readdirplus hands the kernel all 5,000, then a stat each.
+        // `ls -l`: readdirplus hands the kernel all 5,000 (the daemon has
+        // it forget most at once), then a stat each, answered from the
+        // listing just made (its keys are the proxy's: a HEAD finds none).
+        let entries: Vec<std::fs::DirEntry> = std::fs::read_dir(root.join("big"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         let mut walked = 0;
         let mut first_ino = None;
-        for entry in std::fs::read_dir(root.join("big")).unwrap() {
-            let entry = entry.unwrap();
+        for entry in entries {
             let meta = std::fs::symlink_metadata(entry.path()).unwrap();
             assert_eq!(meta.len(), "big/f000000".len() as u64);
             if entry.file_name() == "f000000" {

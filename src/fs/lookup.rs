@@ -679,6 +679,26 @@ impl Fs {
     /// HEADed alone.
     async fn resolve_remote(&self, path: &str) -> FsResult<Option<Resolved>> {
         let key = self.key(path);
+        let dir_path = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        if !self.known.is_file(&key) && self.too_big(dir_path) {
+            // A directory too big to index, walked out of name order (`du`
+            // sorts a big directory's entries by inode number): nearly all
+            // its names are files, and one whose version this mount saw
+            // listed as a file (here: without metadata) needs no listing
+            // to rule out a directory twin. So the HEAD goes first, alone.
+            match self.store.head_object(&key, None).await {
+                Ok(meta)
+                    if self
+                        .known
+                        .is_bare(&key, &meta.etag, meta.size, meta.last_modified) =>
+                {
+                    return Ok(Some(self.head_resolved(&key, meta)));
+                }
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         if self.known.is_file(&key) {
             // Known as a file from a listing or a HEAD of this mount: the
             // one-key listing that would find a directory of the same name

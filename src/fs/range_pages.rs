@@ -20,8 +20,17 @@
 //!
 //! Pages live `metadata_ttl` like listings, at most `RANGE_PAGES` at once,
 //! and are dropped when this mount changes the directory.
+//!
+//! Only a walk in name order gains: `du` sorts the entries of a directory
+//! of more than 10,000 by inode number (gnulib's fts does, to save disk
+//! seeks), and inode numbers here are hashes of paths, so its lookups come
+//! in no order, and a page would answer few of them before it expires. So
+//! a directory gets a new page only while its last one answered at least
+//! `WORTH_A_PAGE` lookups; otherwise its lookups are asked by name (a
+//! HEAD), until a page is tried again `RETRY` later.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +43,17 @@ use super::Fs;
 /// Pages kept at once, over all directories: 64,000 entries at most.
 const RANGE_PAGES: usize = 64;
 
+/// Lookups a page must answer for its directory to get the next one: a
+/// listing page is billed as ten HEADs on B2.
+const WORTH_A_PAGE: usize = 10;
+
+/// How long a directory walked out of order is asked by name before a
+/// page is tried again.
+const RETRY: Duration = Duration::from_secs(60);
+
+/// Directories whose last page is remembered.
+const WALKED_DIRS: usize = 64;
+
 /// One page of a big directory's listing.
 pub(crate) struct RangePage {
     dir: String,
@@ -45,6 +65,8 @@ pub(crate) struct RangePage {
     /// The page's entries as a names-only listing, so lookups treat it as
     /// they treat a name index.
     pub listing: Arc<Listing>,
+    /// Lookups it answered.
+    hits: AtomicUsize,
 }
 
 impl RangePage {
@@ -62,17 +84,45 @@ impl RangePage {
 #[derive(Default)]
 pub(crate) struct RangePages {
     pages: Mutex<VecDeque<Arc<RangePage>>>,
+    /// The directories walked lately.
+    last: Mutex<HashMap<String, Walked>>,
 }
+
+/// A directory's last page, and since when it is asked by name (a walk
+/// out of order).
+type Walked = (Arc<RangePage>, Option<Instant>);
 
 impl RangePages {
     fn find(&self, dir: &str, file_key: &str, ttl: Duration) -> Option<Arc<RangePage>> {
         let mut pages = self.pages.lock();
         pages.retain(|p| p.listing.fetched_at.elapsed() < ttl);
-        pages
+        let page = pages
             .iter()
             .rev()
             .find(|p| p.answers(dir, file_key))
-            .cloned()
+            .cloned()?;
+        page.hits.fetch_add(1, Ordering::Relaxed);
+        Some(page)
+    }
+
+    /// Whether `dir` may get a new page: its last one was worth it.
+    fn worth_a_page(&self, dir: &str) -> bool {
+        let mut last = self.last.lock();
+        let Some((page, by_name_since)) = last.get_mut(dir) else {
+            return true;
+        };
+        match by_name_since {
+            Some(since) if since.elapsed() < RETRY => false,
+            Some(_) => {
+                last.remove(dir);
+                true
+            }
+            None if page.hits.load(Ordering::Relaxed) >= WORTH_A_PAGE => true,
+            None => {
+                *by_name_since = Some(Instant::now());
+                false
+            }
+        }
     }
 
     fn keep(&self, page: Arc<RangePage>) {
@@ -80,7 +130,13 @@ impl RangePages {
         if pages.len() >= RANGE_PAGES {
             pages.pop_front();
         }
-        pages.push_back(page);
+        pages.push_back(page.clone());
+        drop(pages);
+        let mut last = self.last.lock();
+        if last.len() >= WALKED_DIRS && !last.contains_key(&page.dir) {
+            last.clear();
+        }
+        last.insert(page.dir.clone(), (page, None));
     }
 
     /// This mount changed something in `dir`: its pages may not show it.
@@ -106,6 +162,9 @@ impl Fs {
             .find(dir_path, &file_key, self.config.metadata_ttl)
         {
             return Ok(Some(page));
+        }
+        if !self.range_pages.worth_a_page(dir_path) {
+            return Ok(None);
         }
         // The key without its last character sorts before it (and is the
         // directory's own prefix for a one-character name).
@@ -135,6 +194,8 @@ impl Fs {
                 fetched_at: Instant::now(),
                 names_only: true,
             }),
+            // This lookup.
+            hits: AtomicUsize::new(1),
         });
         if !page.answers(dir_path, &file_key) {
             return Ok(None);
@@ -161,6 +222,7 @@ mod tests {
                 fetched_at: Instant::now(),
                 names_only: true,
             }),
+            hits: AtomicUsize::new(0),
         }
     }
 
@@ -176,5 +238,25 @@ mod tests {
         assert!(!p.answers("e", "d/f05"));
         let last = page("d/f00", None);
         assert!(last.answers("d", "d/zzz"));
+    }
+
+    #[test]
+    fn a_directory_walked_out_of_order_is_asked_by_name_for_a_while() {
+        let pages = RangePages::default();
+        let ttl = Duration::from_secs(60);
+        assert!(pages.worth_a_page("d"), "the first page is tried");
+        pages.keep(Arc::new(page("d/f00", Some("d/f10"))));
+        for _ in 0..WORTH_A_PAGE - 1 {
+            assert!(pages.find("d", "d/f05", ttl).is_some());
+        }
+        assert!(!pages.worth_a_page("d"), "too few lookups answered");
+        assert!(!pages.worth_a_page("d"), "and then for a while");
+        assert!(pages.worth_a_page("e"));
+        let in_order = RangePages::default();
+        in_order.keep(Arc::new(page("d/f10", Some("d/f20"))));
+        for _ in 0..WORTH_A_PAGE {
+            assert!(in_order.find("d", "d/f15", ttl).is_some());
+        }
+        assert!(in_order.worth_a_page("d"), "a walk in order goes on");
     }
 }
