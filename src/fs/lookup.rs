@@ -680,26 +680,27 @@ impl Fs {
     async fn resolve_remote(&self, path: &str) -> FsResult<Option<Resolved>> {
         let key = self.key(path);
         let dir_path = path.rsplit_once('/').map_or("", |(dir, _)| dir);
-        if !self.known.is_file(&key) && self.too_big(dir_path) {
+        let mut asked = None;
+        if !self.config.trust_listings && !self.known.is_file(&key) && self.too_big(dir_path) {
             // A directory too big to index, walked out of name order (`du`
             // sorts a big directory's entries by inode number): nearly all
             // its names are files, and one whose version this mount saw
             // listed as a file (here: without metadata) needs no listing
             // to rule out a directory twin. So the HEAD goes first, alone.
-            match self.store.head_object(&key, None).await {
-                Ok(meta)
-                    if self
-                        .known
-                        .is_bare(&key, &meta.etag, meta.size, meta.last_modified) =>
+            // (Trusting listings, this mount learns no versions from HEADs:
+            // both are asked at once below.)
+            let head = self.store.head_object(&key, None).await;
+            if let Ok(meta) = &head {
+                if self
+                    .known
+                    .is_bare(&key, &meta.etag, meta.size, meta.last_modified)
                 {
-                    return Ok(Some(self.head_resolved(&key, meta)));
+                    return Ok(Some(self.head_resolved(&key, meta.clone())));
                 }
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
             }
+            asked = Some(head);
         }
-        if self.known.is_file(&key) {
+        if asked.is_none() && self.known.is_file(&key) {
             // Known as a file from a listing or a HEAD of this mount: the
             // one-key listing that would find a directory of the same name
             // doubles the requests of every walk past the attribute TTL
@@ -719,10 +720,13 @@ impl Fs {
             max_keys: Some(1),
             ..Default::default()
         };
-        let (head, dir) = tokio::join!(
-            self.store.head_object(&key, None),
-            self.store.list_objects(&dir_request)
-        );
+        let (head, dir) = match asked {
+            Some(head) => (head, self.store.list_objects(&dir_request).await),
+            None => tokio::join!(
+                self.store.head_object(&key, None),
+                self.store.list_objects(&dir_request)
+            ),
+        };
         let dir = dir?;
         if let Some(first) = dir.objects.first() {
             if head.is_ok() {

@@ -4,19 +4,20 @@
 //! A directory's listing is cached for lookups only up to
 //! `LISTING_CACHE_ENTRIES` entries, and indexed by name only when it lists
 //! in one page (`name_index`). Past that, each lookup asked on its own: a
-//! HEAD of the name and a one-key listing of `name/`, so `du` or `stat`
-//! of each file of a directory of a million cost two million requests
-//! (on B2 a million of them class C) once the kernel's attributes expired.
+//! HEAD of the name, and a one-key listing of `name/` unless the name was
+//! known as a file, so a `stat` of each file of a directory of a million
+//! cost one or two million requests (the listings class C on B2) once the
+//! kernel's attributes expired.
 //!
 //! Instead, a lookup there lists the one page of 1,000 keys that starts
 //! just before the name (`start-after` the key without its last
 //! character, which sorts before it) and keeps it. The page shows every
 //! key between where it starts and the last key it reached, so it says of
 //! any name in that range whether it is a file, a directory (`name/`) or
-//! nothing, as a complete listing would. A walk in name order (`du`,
-//! `ls -l`, `rsync` go in the order readdir gave, which is key order)
-//! then costs one listing per 1,000 names, and a HEAD only for versions
-//! whose metadata is not known (`known_attrs`).
+//! nothing, as a complete listing would. A walk in name order (`rsync`,
+//! `tar c`, `cp -r` and a `stat` loop over `*` go in readdir's order, which
+//! is key order) then costs one listing per 1,000 names, and a HEAD only
+//! for versions whose metadata is not known (`known_attrs`).
 //!
 //! Pages live `metadata_ttl` like listings, at most `RANGE_PAGES` at once,
 //! and are dropped when this mount changes the directory.
