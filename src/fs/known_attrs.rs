@@ -89,7 +89,8 @@ pub(crate) struct KnownAttrs {
     hasher: RandomState,
 }
 
-fn seconds(t: SystemTime) -> u64 {
+/// Whole seconds since the epoch: all a HEAD's Last-Modified has.
+pub(crate) fn seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

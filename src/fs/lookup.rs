@@ -854,13 +854,10 @@ impl Fs {
 /// answer, as far as attributes go: its size, and its LastModified in whole
 /// seconds (HTTP dates have no more).
 fn bare_head(size: u64, listed_time: SystemTime) -> crate::s3::ObjectMeta {
-    let seconds = listed_time
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     crate::s3::ObjectMeta {
         size,
         etag: String::new(),
-        last_modified: UNIX_EPOCH + Duration::from_secs(seconds),
+        last_modified: UNIX_EPOCH + Duration::from_secs(super::known_attrs::seconds(listed_time)),
         content_type: None,
         version_id: None,
         user_metadata: BTreeMap::new(),

@@ -461,14 +461,7 @@ impl Fs {
                 Handle::Dir(_) => None,
             })
             .collect();
-        self.inodes
-            .least_recent_files(excess, &busy)
-            .into_iter()
-            .map(|(parent, path)| {
-                let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
-                (parent, name)
-            })
-            .collect()
+        self.inodes.least_recent_files(excess, &busy)
     }
 
     /// statfs: S3 has no capacity to report; give large, stable numbers so
