@@ -30,7 +30,7 @@
 //! LastModified) each, in two generations of `BARE_GENERATION` (the older
 //! one dropped whole when the newer fills, so what was used lately stays).
 //! So after a walk of a million of them, a second walk (`du` after
-//! `find`, `ls -l` again) costs no HEAD, for 30 MiB at most, where full
+//! `find`, `ls -l` again) costs no HEAD, for under 40 MiB, where full
 //! entries would cost 250 MB. A key this mount changed itself is never
 //! taken from there: its own chmod (a copy onto itself within the same
 //! second) keeps all four the same.
@@ -51,8 +51,9 @@ use super::attr::Attr;
 /// key, the ETag and the attributes: about 250 bytes, so 25 MiB when full.
 pub(crate) const KNOWN_OBJECTS: usize = 100_000;
 
-/// Versions without metadata remembered per generation (two are kept):
-/// 1,000,000 fingerprints are 8 MiB of slots, 16 MiB while a set grows.
+/// Versions without metadata remembered per generation (two are kept): a
+/// full generation of 1,000,000 fingerprints takes 2^21 slots of 9 bytes,
+/// 18 MiB.
 pub(crate) const BARE_GENERATION: usize = 1_000_000;
 
 /// Keys this mount changed, whose bare fingerprints are not trusted.
@@ -63,6 +64,17 @@ const CHANGED_KEYS: usize = 10_000;
 struct Bare {
     newer: HashSet<u64>,
     older: HashSet<u64>,
+}
+
+impl Bare {
+    /// Into the newer generation; a full one becomes the older, and the
+    /// older goes.
+    fn insert(&mut self, print: u64, generation: usize) {
+        if self.newer.len() >= generation {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer.insert(print);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -126,11 +138,7 @@ impl KnownAttrs {
         }
         let print = self.fingerprint(key, etag, size, last_modified);
         self.lock().pop(key);
-        let mut bare = self.bare.lock();
-        if bare.newer.len() >= self.bare_generation {
-            bare.older = std::mem::take(&mut bare.newer);
-        }
-        bare.newer.insert(print);
+        self.bare.lock().insert(print, self.bare_generation);
     }
 
     /// Whether this version of `key`, as a listing shows it, is known to
@@ -152,10 +160,7 @@ impl KnownAttrs {
         }
         if bare.older.remove(&print) {
             // Used again: into the generation that stays.
-            if bare.newer.len() >= self.bare_generation {
-                bare.older = std::mem::take(&mut bare.newer);
-            }
-            bare.newer.insert(print);
+            bare.insert(print, self.bare_generation);
             return true;
         }
         false

@@ -134,7 +134,7 @@ impl Fs {
     ) -> FsResult<Option<BTreeMap<String, Listed>>> {
         let mut pages = self.dir_pages(dir_path);
         let mut files = BTreeMap::new();
-        let mut dirs = BTreeMap::new();
+        let mut dirs = Vec::new();
         let mut count = 0;
         loop {
             if max_pages.is_some_and(|max| count >= max) {
@@ -145,27 +145,41 @@ impl Fs {
                 break;
             };
             files.extend(page.files);
-            dirs.extend(
-                page.dirs
-                    .into_iter()
-                    .map(|name| (name, Listed::Dir { marker_time: None })),
-            );
+            dirs.extend(page.dirs);
             if pages.done {
                 break;
             }
         }
-        for name in dirs.keys() {
-            if files.remove(name).is_some() {
-                self.shadowed_by_dir(&pages.prefix, name);
+        Ok(Some(self.listed_entries(
+            dir_path,
+            &pages.prefix,
+            files,
+            dirs,
+        )))
+    }
+
+    /// A directory's listed files and directories as one map: a directory
+    /// wins over a file of its name, and the name the versions view takes
+    /// is left out (each logged).
+    pub(crate) fn listed_entries(
+        &self,
+        dir_path: &str,
+        prefix: &str,
+        mut files: BTreeMap<String, Listed>,
+        dirs: Vec<String>,
+    ) -> BTreeMap<String, Listed> {
+        for name in dirs {
+            if files.remove(&name).is_some() {
+                self.shadowed_by_dir(prefix, &name);
             }
+            files.insert(name, Listed::Dir { marker_time: None });
         }
-        files.extend(dirs);
         if let Some(name) = self.hidden_by_versions(dir_path) {
             if files.remove(name).is_some() {
-                self.taken_by_versions(&pages.prefix);
+                self.taken_by_versions(prefix);
             }
         }
-        Ok(Some(files))
+        files
     }
 
     /// The pages of a directory's listing, to be fetched one by one.

@@ -30,7 +30,7 @@
 //! `WORTH_A_PAGE` lookups; otherwise its lookups are asked by name (a
 //! HEAD), until a page is tried again `RETRY` later.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::error::FsResult;
-use super::lookup::{Listed, Listing};
+use super::lookup::Listing;
 use super::Fs;
 
 /// Pages kept at once, over all directories: 64,000 entries at most.
@@ -176,16 +176,12 @@ impl Fs {
         let Some(page) = self.next_dir_page(&mut pages).await? else {
             return Ok(None);
         };
-        let mut entries: BTreeMap<String, Listed> = page.files.into_iter().collect();
-        for dir in page.dirs {
-            if entries.remove(&dir).is_some() {
-                self.shadowed_by_dir(&prefix, &dir);
-            }
-            entries.insert(dir, Listed::Dir { marker_time: None });
-        }
-        if let Some(hidden) = self.hidden_by_versions(dir_path) {
-            entries.remove(hidden);
-        }
+        let entries = self.listed_entries(
+            dir_path,
+            &prefix,
+            page.files.into_iter().collect(),
+            page.dirs,
+        );
         let page = Arc::new(RangePage {
             dir: dir_path.to_owned(),
             after,
@@ -212,6 +208,7 @@ impl Fs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn page(after: &str, through: Option<&str>) -> RangePage {
         RangePage {
