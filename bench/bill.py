@@ -92,11 +92,18 @@ def operation(method, target, headers):
     return "Bucket"
 
 
+# BILL_TRACE=FILE appends each request (tool and workload, operation,
+# status, method and path) to FILE: where a bill comes from.
+TRACE = os.environ.get("BILL_TRACE")
+TRACE_LOCK = threading.Lock()
+
+
 class Counts:
     def __init__(self):
         self.lock = threading.Lock()
         self.ops = {}
         self.downloaded = 0
+        self.label = ""
 
     def reset(self):
         with self.lock:
@@ -162,6 +169,9 @@ def handler(counts):
                 self.wfile.write(data)
             ok_get = op == "GetObject" and 200 <= resp.status < 300
             counts.add(op, len(data) if ok_get else 0)
+            if TRACE:
+                with TRACE_LOCK, open(TRACE, "a") as f:
+                    f.write(f"{counts.label}\t{op}\t{resp.status}\t{self.command} {self.path}\n")
 
         def read_chunked(self):
             out = b""
@@ -344,6 +354,7 @@ def measure(tool_name, garage, work, proxy_url, counts, workload, ctx, strict, l
         fixture(s3, ctx)
     drop_caches()
     counts.reset()
+    counts.label = f"{tool_name}\t{name}"
     extra = ["--price-list", "b2"] if tool_name.endswith("-b2") else []
     tool = Tool(tool_name.removesuffix("-b2"), garage, work, endpoint=proxy_url, strict=strict,
                 extra=extra)

@@ -90,9 +90,10 @@ fn page_with_dirs(prefix: &str, keys: &[String], dirs: &[&str], token: Option<&s
 }
 
 /// The listings here are the proxy's own: their keys are not on the
-/// server, so a HEAD of one finds nothing (and the entry, deleted since it
-/// was listed as far as the mount can tell, is not shown). These tests
-/// are about listings, so their mounts show what a listing says.
+/// server, so a HEAD of one finds nothing (the entry, deleted since it was
+/// listed as far as the mount can tell, is shown as listed, and a stat of
+/// it fails). These tests are about listings, so their mounts show what a
+/// listing says.
 const TRUST_LISTINGS: &str = "--trust-listings";
 
 /// Entry names of a directory in the mount, read in a blocking task with a
@@ -283,6 +284,7 @@ async fn a_listing_that_changes_between_pages_shows_each_name_once() {
 async fn a_listing_going_round_in_circles_fails_instead_of_hanging() {
     let c = new_bucket("circle").await;
     put(&c, "circle/", b"").await;
+    put(&c, "fine.txt", b"fine").await;
     let proxy = FaultProxy::start(&server().endpoint).await;
     proxy.respond_with(Arc::new(|method, path| {
         let (prefix, token) = list_request(method, path)?;
@@ -310,7 +312,6 @@ async fn a_listing_going_round_in_circles_fails_instead_of_hanging() {
         mount.log_text()
     );
     // The rest of the mount works.
-    put(&c, "fine.txt", b"fine").await;
     let fine = blocking({
         let path = mount.path.join("fine.txt");
         move || std::fs::read(path).unwrap()

@@ -175,7 +175,7 @@ async fn ten_thousand_keys_cost_about_ten_list_requests() {
         let (ls_lines, find_lines) = ls_and_find(mount.path.join("many")).await;
         assert_eq!((ls_lines, find_lines), (10_000, 10_000), "{walk} walk");
         let lists = proxy.count("GET", "list-type=2");
-        let file_heads = proxy.count("HEAD", "/many/");
+        let file_heads = proxy.count("HEAD", "/many/file-");
         assert!(
             lists <= 25,
             "{walk} walk: {lists} ListObjectsV2 requests for ls -l and find of 10,000 keys"
@@ -197,7 +197,7 @@ async fn ten_thousand_keys_cost_about_ten_list_requests() {
     let (ls_lines, find_lines) = ls_and_find(mount.path.join("many")).await;
     assert_eq!((ls_lines, find_lines), (10_000, 10_000));
     let lists = proxy.count("GET", "list-type=2");
-    let file_heads = proxy.count("HEAD", "/many/");
+    let file_heads = proxy.count("HEAD", "/many/file-");
     assert!(
         lists <= 25,
         "{lists} ListObjectsV2 requests for ls -l and find of 10,000 keys"
@@ -877,4 +877,178 @@ async fn rewinddir_and_seekdir_after_reading_a_directory() {
         assert_eq!(unsafe { libc::closedir(dir) }, 0);
     })
     .await;
+}
+
+/// Whether a proxied request is a HEAD of `key` (in bucket `bucket`).
+fn is_head_of(r: &support::proxy::Seen, bucket: &str, key: &str) -> bool {
+    r.method == "HEAD" && r.path_and_query == format!("/{bucket}/{key}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readdir_tells_kinds_without_heads_and_a_stat_shows_the_metadata() {
+    let c = new_bucket("kinds").await;
+    let meta = |pairs: &[(&str, String)]| PutOptions {
+        user_metadata: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    let big = Bytes::from(vec![b'b'; 8192]);
+    let owned = meta(&[
+        ("mode", (libc::S_IFREG | 0o600).to_string()),
+        ("uid", "1234".to_owned()),
+        ("gid", "5678".to_owned()),
+        ("mtime", "1500000000".to_owned()),
+    ]);
+    c.put_object("d/big-owned", big.clone(), &owned)
+        .await
+        .unwrap();
+    // Metadata that calls 8 KiB a symlink: no symlink target is that long.
+    let link_meta = meta(&[("mode", (libc::S_IFLNK | 0o777).to_string())]);
+    c.put_object("d/big-says-link", big.clone(), &link_meta)
+        .await
+        .unwrap();
+    c.put_object("d/link", Bytes::from_static(b"big-owned"), &link_meta)
+        .await
+        .unwrap();
+    c.put_object("d/plain", big.clone(), &PutOptions::default())
+        .await
+        .unwrap();
+    let dir_meta = meta(&[("mode", (libc::S_IFDIR | 0o700).to_string())]);
+    c.put_object("d/sub/", Bytes::new(), &dir_meta)
+        .await
+        .unwrap();
+    put(&c, "d/sub/x", b"x").await;
+
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    // Attributes trusted for a minute, so that what the readdir handed out
+    // is what the stats below find, however slow the machine.
+    let mount = Mount::start(c.bucket(), &proxy.url, &["-o", "metadata_ttl=60s"]);
+    let dir = mount.path.join("d");
+    proxy.clear_seen();
+    let kinds = blocking({
+        let dir = dir.clone();
+        move || {
+            let mut kinds: Vec<(String, &'static str)> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let t = e.file_type().unwrap();
+                    let kind = match (t.is_file(), t.is_dir(), t.is_symlink()) {
+                        (true, _, _) => "file",
+                        (_, true, _) => "dir",
+                        (_, _, true) => "symlink",
+                        _ => "other",
+                    };
+                    (e.file_name().to_string_lossy().into_owned(), kind)
+                })
+                .collect();
+            kinds.sort();
+            kinds
+        }
+    })
+    .await;
+    assert_eq!(
+        kinds,
+        [
+            ("big-owned".to_owned(), "file"),
+            ("big-says-link".to_owned(), "file"),
+            ("link".to_owned(), "symlink"),
+            ("plain".to_owned(), "file"),
+            ("sub".to_owned(), "dir"),
+        ]
+    );
+    // Of the files, only the small object, which may be a symlink, was
+    // asked about (the directory's own marker may be, at its opendir).
+    let bucket = c.bucket().to_owned();
+    let seen = proxy.seen();
+    let heads: Vec<&str> = seen
+        .iter()
+        .filter(|r| r.method == "HEAD" && !r.path_and_query.ends_with('/'))
+        .map(|r| r.path_and_query.as_str())
+        .collect();
+    assert_eq!(heads, [format!("/{bucket}/d/link")], "HEADs of the readdir");
+
+    // A stat shows what the metadata says, each asked once.
+    proxy.clear_seen();
+    blocking({
+        let dir = dir.clone();
+        move || {
+            let m = std::fs::symlink_metadata(dir.join("big-owned")).unwrap();
+            assert_eq!(
+                (m.mode() & 0o7777, m.uid(), m.gid(), m.mtime(), m.len()),
+                (0o600, 1234, 5678, 1_500_000_000, 8192)
+            );
+            let m = std::fs::symlink_metadata(dir.join("big-says-link")).unwrap();
+            assert!(m.file_type().is_file() && m.len() == 8192, "{m:?}");
+            assert_eq!(
+                std::fs::read(dir.join("big-says-link")).unwrap().len(),
+                8192
+            );
+            let m = std::fs::symlink_metadata(dir.join("sub")).unwrap();
+            assert!(m.is_dir());
+            assert_eq!(m.mode() & 0o7777, 0o700);
+            assert_eq!(
+                std::fs::read_link(dir.join("link")).unwrap(),
+                Path::new("big-owned")
+            );
+            // Stat again: the kernel and the daemon keep what they learnt.
+            let m = std::fs::symlink_metadata(dir.join("big-owned")).unwrap();
+            assert_eq!(m.mode() & 0o7777, 0o600);
+        }
+    })
+    .await;
+    let seen = proxy.seen();
+    for key in ["d/big-owned", "d/big-says-link", "d/sub/"] {
+        let n = seen.iter().filter(|r| is_head_of(r, &bucket, key)).count();
+        assert_eq!(n, 1, "HEADs of {key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mount_check_listing_answers_the_first_lookups_at_the_root() {
+    let c = new_bucket("seed").await;
+    put(&c, "existing.txt", b"was here").await;
+    put(&c, "dir/inside", b"x").await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    // Priced as B2, where bucket calls are class C: not asked whether the
+    // bucket keeps versions either.
+    let mount = Mount::start(
+        c.bucket(),
+        &proxy.url,
+        &["-o", "metadata_ttl=60s", "--price-list", "b2"],
+    );
+    let root = mount.path.clone();
+    blocking(move || {
+        assert_eq!(
+            std::fs::read_to_string(root.join("existing.txt")).unwrap(),
+            "was here"
+        );
+        assert!(std::fs::metadata(root.join("dir")).unwrap().is_dir());
+        assert!(std::fs::metadata(root.join("missing")).is_err());
+        support::write_closed(&root.join("new.txt"), b"new").unwrap();
+    })
+    .await;
+    let (_, body) = c
+        .get_object_bytes("new.txt", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"new");
+    let seen = proxy.seen();
+    let lists: Vec<&str> = seen
+        .iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.contains("list-type=2"))
+        .map(|r| r.path_and_query.as_str())
+        .collect();
+    assert_eq!(lists.len(), 1, "listings: {lists:?}");
+    assert!(lists[0].contains("delimiter=%2F"), "{lists:?}");
+    let bucket = c.bucket().to_owned();
+    for key in ["new.txt", "missing", "dir"] {
+        assert!(
+            !seen.iter().any(|r| is_head_of(r, &bucket, key)),
+            "a HEAD of {key}"
+        );
+    }
+    assert_eq!(proxy.count("GET", "versioning"), 0);
 }

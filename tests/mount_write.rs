@@ -998,3 +998,63 @@ async fn an_emptied_implicit_directory_lives_until_its_rmdir() {
     .await;
     assert_eq!(keys(&c, "d").await, ["d/"], "the new directory's marker");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rm_r_of_a_tree_written_elsewhere_lists_each_directory_once_and_heads_no_file() {
+    let c = new_bucket("rmtree").await;
+    let mut keys: Vec<String> = (0..90)
+        .map(|i| format!("tree/d{}/f{i:02}", i / 30))
+        .collect();
+    keys.push("tree/top".to_owned());
+    support::put_many(&c, &keys, &[b'z'; 4096]).await;
+    // Small enough to be a symlink: its kind needs a HEAD.
+    put(&c, "tree/d0/small", b"tiny").await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    // Listings trusted for a minute: what `rm` read is what it removes,
+    // however slow the machine.
+    let mount = Mount::start(c.bucket(), &proxy.url, &["-o", "metadata_ttl=60s"]);
+    proxy.clear_seen();
+    let tree = mount.path.join("tree");
+    let out = blocking(move || {
+        std::process::Command::new("rm")
+            .arg("-r")
+            .arg(&tree)
+            .output()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = c
+        .list_objects(&bucketfs::s3::ListRequest {
+            prefix: "tree/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(left.objects.is_empty(), "left: {:?}", left.objects);
+    let seen = proxy.seen();
+    let bucket = c.bucket().to_owned();
+    // `rm -r` reads each directory twice (whether it is empty, then its
+    // entries) and removes it once emptied: one listing each, tree and
+    // its three directories.
+    let lists: Vec<&str> = seen
+        .iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.contains("list-type=2"))
+        .map(|r| r.path_and_query.as_str())
+        .collect();
+    assert_eq!(lists.len(), 4, "{lists:#?}");
+    // No HEAD of a file but the small one; directories' markers may be.
+    let file_heads: Vec<&str> = seen
+        .iter()
+        .filter(|r| r.method == "HEAD" && !r.path_and_query.ends_with('/'))
+        .map(|r| r.path_and_query.as_str())
+        .collect();
+    assert_eq!(file_heads, [format!("/{bucket}/tree/d0/small")]);
+    let deletes = seen.iter().filter(|r| r.method == "DELETE").count();
+    // Every file (the small one too) and every directory's marker.
+    assert!(deletes >= keys.len() + 1 + 4, "{deletes} deletes");
+}

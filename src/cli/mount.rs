@@ -23,7 +23,7 @@ use crate::fs::attr::AttrDefaults;
 use crate::fs::{Fs, FsConfig, VersionsMode};
 use crate::fuse::{FuseAdapter, InodeLimit};
 use crate::read::ReadTuning;
-use crate::s3::{ListRequest, S3Client, VersioningStatus};
+use crate::s3::{ListRequest, PriceList, S3Client, VersioningStatus};
 use crate::write::default_cache_dir;
 
 fn parse_mode(s: &str) -> Result<u16, String> {
@@ -255,12 +255,19 @@ impl MountArgs {
 /// Say once whether the bucket keeps versions: it decides whether an
 /// overwrite or a delete can be undone from `.versions`, and how two
 /// writers of one file end (SEMANTICS.md "Two writers of one file"). B2
-/// buckets always keep them, so B2 is not asked (the request is class C
-/// there); elsewhere one GetBucketVersioning, whose refusal (a key without
-/// the permission) only leaves this unsaid.
+/// buckets always keep them, so B2 is not asked; nor is a server priced
+/// as B2 (`--price-list b2`: B2 behind another name, most often), where
+/// the request would be class C for a log line. Elsewhere one
+/// GetBucketVersioning, whose refusal (a key without the permission)
+/// only leaves this unsaid.
 async fn report_versioning(client: &S3Client) {
     let status = if client.endpoint().is_b2() {
         VersioningStatus::Enabled
+    } else if client.price_list() == PriceList::B2 {
+        tracing::debug!(
+            "not asking whether the bucket keeps versions: bucket calls are class C under B2's prices"
+        );
+        return;
     } else {
         match client.get_bucket_versioning().await {
             Ok(status) => status,
@@ -426,20 +433,23 @@ fn serve(
         .context("cannot start the async runtime")?;
     let client = runtime.block_on(args.s3.client(&source.bucket))?;
 
-    // Credentials and bucket, checked with a one-key listing (its error
-    // body names the problem, where a HEAD's would not).
+    // Credentials and bucket, checked with a listing (its error body
+    // names the problem, where a HEAD's would not). It is the first page
+    // of the root's listing, which costs what a one-key listing costs
+    // (class C on B2) and is kept as the root's name index (below).
     // A refusal on B2 is explained by what its native API says the key
     // may do (a prefix to mount, a missing capability).
-    runtime.block_on(async {
-        let Err(e) = client
+    let root_page = runtime.block_on(async {
+        let e = match client
             .list_objects(&ListRequest {
                 prefix: source.prefix.clone(),
-                max_keys: Some(1),
+                delimiter: Some("/".into()),
                 ..Default::default()
             })
             .await
-        else {
-            return Ok(());
+        {
+            Ok(page) => return Ok(page),
+            Err(e) => e,
         };
         let why = match e.status() {
             Some(401 | 403) => {
@@ -512,7 +522,10 @@ fn serve(
             .map_err(|e| anyhow!("cannot use the cache directory: {e}"))?,
     );
     // What an earlier mount that died left: abort its uploads, report its data.
-    runtime.block_on(fs.recover());
+    let moved = runtime.block_on(fs.recover());
+    if !moved {
+        fs.seed_root_index(root_page);
+    }
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), !args.no_passthrough);
 
     let default_permissions =

@@ -10,6 +10,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Objects this big are regular files whatever their metadata says: a
+/// symlink's object holds its target, shorter than PATH_MAX, and a special
+/// file's holds nothing. So a listing alone tells their kind.
+pub const KIND_CERTAIN_SIZE: u64 = 4096;
+
 /// What kind of file a key is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -133,6 +138,11 @@ impl AttrDefaults {
         if let Some(meta) = metadata {
             self.apply_metadata(&mut attr, meta);
             attr.xattrs = Some(std::sync::Arc::new(super::xattr::of_metadata(meta)));
+            if size >= KIND_CERTAIN_SIZE {
+                // Too big for a symlink's target or a special file: a
+                // regular file, as a listing alone shows it.
+                attr.kind = Kind::File;
+            }
         }
         attr
     }
@@ -227,6 +237,18 @@ mod tests {
         assert_eq!(
             defaults().object(3, UNIX_EPOCH, Some(&meta)).kind,
             Kind::Symlink
+        );
+        // No target is that long: a regular file, as its listing shows it
+        // (the mode's permission bits still apply).
+        let big = defaults().object(KIND_CERTAIN_SIZE, UNIX_EPOCH, Some(&meta));
+        assert_eq!((big.kind, big.perm), (Kind::File, 0o777));
+        let fifo: BTreeMap<String, String> =
+            [("mode".to_owned(), (libc::S_IFIFO | 0o644).to_string())].into();
+        assert_eq!(
+            defaults()
+                .object(KIND_CERTAIN_SIZE - 1, UNIX_EPOCH, Some(&fifo))
+                .kind,
+            Kind::Fifo
         );
         let plain = defaults().object(3, UNIX_EPOCH + Duration::from_secs(9), None);
         assert_eq!(

@@ -1,8 +1,9 @@
-//! Directory handles: opendir takes a snapshot of the listing, so that
+//! Directory handles: the first readdir takes a snapshot of the listing, so that
 //! readdir offsets stay valid however the directory changes meanwhile.
 //!
-//! The snapshot fills as the listing's pages arrive: opendir returns once
-//! the first page is in, and readdir hands out entries as they come, waiting
+//! The snapshot fills as the listing's pages arrive: the first readdir
+//! returns once the first page is in (opendir lists nothing, see
+//! `Fs::opendir`), and readdir hands out entries as they come, waiting
 //! only when it has caught up. `ls -l` of a large directory then works
 //! through the first thousand entries while the server is still listing the
 //! rest, instead of after it. Entries keep the server's order (names sorted
@@ -26,7 +27,6 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use super::attr::{Attr, Kind};
 use super::error::{FsError, FsResult};
 use super::inode::{child_path, Ino, Inode};
-use super::lookup::{DirPage, DirPages, Listed};
+use super::lookup::{DirPage, DirPages, Listed, Want};
 use super::{Fs, Handle, LISTING_CACHE_ENTRIES};
 
 /// One entry of a directory snapshot.
@@ -43,6 +43,8 @@ pub struct DirEntry {
     pub name: String,
     pub attr: Attr,
     pub etag: Option<Arc<str>>,
+    /// The attributes are the listing's alone (`Resolved::listed_only`).
+    pub listed_only: bool,
 }
 
 /// How far a snapshot has filled.
@@ -80,6 +82,10 @@ pub struct DirSnapshot {
     /// The task fetching the remaining pages, stopped when the handle is
     /// released early.
     task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The directory as opendir found it, listed at the first readdir.
+    opened: Inode,
+    /// Set once the listing has begun (its first page is in).
+    begun: tokio::sync::OnceCell<()>,
 }
 
 impl Drop for DirSnapshot {
@@ -94,13 +100,18 @@ impl Drop for DirSnapshot {
 /// fewer anyway.
 const BATCH: usize = 512;
 
+/// The largest listing a readdir takes from the cache (one page) rather
+/// than listing again: a snapshot of it is held whole.
+const REUSED_LISTING: usize = 1000;
+
 /// Entries a listing may hold past the reader before it waits for it:
 /// eight pages.
 const AHEAD: usize = 8 * 1000;
 
-/// HEADs in flight for one directory listing's entries. Against B2's
-/// ~50 ms round trips, 64 at once list ~1,000 unknown files a second.
-const READDIR_HEADS: usize = 64;
+/// HEADs in flight for one directory listing's entries (here, and in
+/// `Fs::head_batch` for those handed out unverified). Against B2's ~50 ms
+/// round trips, 64 at once list ~1,000 unknown files a second.
+pub(crate) const READDIR_HEADS: usize = 64;
 
 impl DirSnapshot {
     fn new(inode: &Inode) -> Self {
@@ -112,6 +123,8 @@ impl DirSnapshot {
             fill: watch::channel(Fill::default()).0,
             reader_at: watch::channel(0).0,
             task: Mutex::new(None),
+            opened: inode.clone(),
+            begun: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -228,8 +241,13 @@ impl Fs {
         if inode.attr.kind != Kind::Dir {
             return Err(FsError::new(libc::ENOTDIR, "not a directory"));
         }
-        let snapshot = self.start_snapshot(&inode, 0).await?;
-        Ok(self.add_handle(Handle::Dir(snapshot)))
+        // Listed at the first readdir, not here: a directory opened but
+        // never read (`find` opens its starting directory; git, editors
+        // and databases open a directory to fsync it after a rename)
+        // costs no listing, a class C request on B2. A directory that
+        // cannot be listed fails that readdir instead, which `ls` reports
+        // as well.
+        Ok(self.add_handle(Handle::Dir(Arc::new(DirSnapshot::new(&inode)))))
     }
 
     /// Entries of open directory `fh` from index `from` on, with the
@@ -243,38 +261,41 @@ impl Fs {
         let mut snapshot = self.dir_snapshot(fh)?;
         if snapshot.released(from) {
             let inode = self.inode(snapshot.dir)?;
-            snapshot = self.start_snapshot(&inode, from).await?;
+            snapshot = Arc::new(DirSnapshot::new(&inode));
+            snapshot.reader_moved(from);
             if let Some(handle) = self.handles.lock().get_mut(&fh) {
                 *handle = Handle::Dir(snapshot.clone());
             }
         }
+        self.begin_listing(&snapshot).await?;
         let entries = snapshot.entries_from(from).await?;
         Ok((snapshot, entries))
     }
 
-    /// List directory `inode` into a new snapshot, whose reader starts at
-    /// entry `from`: returns once the first page is in.
-    async fn start_snapshot(
-        self: &Arc<Self>,
-        inode: &Inode,
-        from: usize,
-    ) -> FsResult<Arc<DirSnapshot>> {
-        let snapshot = Arc::new(DirSnapshot::new(inode));
-        snapshot.reader_moved(from);
+    /// List the snapshot's directory into it, once: returns when the first
+    /// page is in (at once if it already was). A first page that fails
+    /// fails this readdir, and the next one tries again.
+    async fn begin_listing(self: &Arc<Self>, snapshot: &Arc<DirSnapshot>) -> FsResult<()> {
+        snapshot
+            .begun
+            .get_or_try_init(|| self.start_listing(snapshot))
+            .await?;
+        Ok(())
+    }
+
+    async fn start_listing(self: &Arc<Self>, snapshot: &Arc<DirSnapshot>) -> FsResult<()> {
+        let inode = &snapshot.opened;
         if self.versions_enabled() && super::versions::is_virtual(&inode.path) {
             let entries = self.versions_entries(inode).await?;
             snapshot.push(entries.into_iter().map(|(name, attr)| DirEntry {
                 name,
                 attr,
                 etag: None,
+                listed_only: false,
             }));
             snapshot.finish(Ok(()));
-            return Ok(snapshot);
+            return Ok(());
         }
-        // A new opendir lists afresh: `ls` after a change made elsewhere
-        // shows it, as close-to-open consistency would.
-        self.invalidate_listing(&inode.path);
-        let epoch = self.listing_epoch();
         // Files created or changed here and not saved yet are shown as
         // they are locally.
         let mut local = self.local_children(&inode.path);
@@ -285,6 +306,36 @@ impl Fs {
             ));
         }
         local.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(listing) = self
+            .cached_listing(&inode.path)
+            .filter(|l| l.entries.len() <= REUSED_LISTING)
+        {
+            // Listed (all of it) less than `metadata_ttl` ago, and kept
+            // true to this mount's changes since: not listed again. `rm -r`
+            // reads each directory twice (once to see whether it is empty,
+            // then to walk it), and a listing is class C on B2.
+            let names: HashSet<&str> = local.iter().map(|(name, _)| name.as_str()).collect();
+            let listed: Vec<(String, Listed)> = listing
+                .entries
+                .iter()
+                .filter(|(name, _)| !names.contains(name.as_str()))
+                .map(|(name, listed)| (name.clone(), listed.clone()))
+                .collect();
+            let entries = self.complete_entries(&inode.path, listed).await?;
+            snapshot.push(local.into_iter().map(|(name, attr)| DirEntry {
+                name,
+                attr,
+                etag: None,
+                listed_only: false,
+            }));
+            snapshot.push(entries);
+            snapshot.finish(Ok(()));
+            return Ok(());
+        }
+        // Otherwise listed afresh: `ls` after a change made elsewhere
+        // shows it, as close-to-open consistency would.
+        self.invalidate_listing(&inode.path);
+        let epoch = self.listing_epoch();
         let mut filler = Filler {
             dir_path: inode.path.to_string(),
             local: local.iter().map(|(name, _)| name.clone()).collect(),
@@ -293,20 +344,22 @@ impl Fs {
             all: Some(BTreeMap::new()),
             epoch,
         };
+        // The first page before the first readdir answers, so that a
+        // directory that cannot be listed fails it (and nothing is pushed
+        // twice when the next one tries again).
+        let mut pages = self.dir_pages(&inode.path);
+        let first = self.next_dir_page(&mut pages).await?;
         snapshot.push(local.into_iter().map(|(name, attr)| DirEntry {
             name,
             attr,
             etag: None,
+            listed_only: false,
         }));
-        // The first page before opendir answers, so that a directory that
-        // cannot be listed fails here, where `ls` reports it.
-        let mut pages = self.dir_pages(&inode.path);
-        let first = self.next_dir_page(&mut pages).await?;
         let mut listed = self.fill_from(&mut filler, first, &pages);
         // Each page's entries have their attributes made true (HEADs of
         // what this mount does not know) while the next page is listed.
         let fs = self.clone();
-        let task_snapshot = Arc::downgrade(&snapshot);
+        let task_snapshot = Arc::downgrade(snapshot);
         let mut reader_at = snapshot.reader_at.subscribe();
         let task = tokio::spawn(async move {
             loop {
@@ -347,7 +400,7 @@ impl Fs {
             }
         });
         *snapshot.task.lock() = Some(task.abort_handle());
-        Ok(snapshot)
+        Ok(())
     }
 
     /// A page's entries, in order: directories at once, files once the
@@ -420,30 +473,38 @@ impl Fs {
     }
 
     /// Listed entries with attributes as true as a `stat` of each (see
-    /// `listed_resolved`), asked for many at once, in listing order. A
-    /// file deleted since it was listed is left out.
+    /// `listed_resolved`), asked for many at once, in listing order, but
+    /// for entries whose kind the listing tells (`Want::Kind`): those are
+    /// handed to the kernel with their attributes unverified, to be asked
+    /// when someone looks, so that `rm -r`, `find` by name and plain `ls`
+    /// cost no HEAD for them. A file removed since it was listed is still
+    /// shown, as listed and unverified (a stat of it finds it gone): a
+    /// rename made elsewhere (a copy, then a delete) then shows under the
+    /// old name, the new one or both, never under neither.
     async fn complete_entries(
         &self,
         dir_path: &str,
         listed: Vec<(String, Listed)>,
     ) -> FsResult<Vec<DirEntry>> {
-        let entries = futures::stream::iter(listed)
+        futures::stream::iter(listed)
             .map(|(name, listed)| async move {
                 let path = child_path(dir_path, &name);
-                let resolved = self.listed_resolved(&path, &listed).await?;
-                Ok::<_, FsError>(resolved.map(|mut r| {
-                    self.dir_time(&path, &mut r.attr);
-                    DirEntry {
-                        name,
-                        attr: r.attr,
-                        etag: r.etag,
-                    }
-                }))
+                let resolved = match self.listed_resolved(&path, &listed, Want::Kind).await? {
+                    Some(resolved) => resolved,
+                    None => self.listed_only(&listed),
+                };
+                let mut attr = resolved.attr;
+                self.dir_time(&path, &mut attr);
+                Ok::<_, FsError>(DirEntry {
+                    name,
+                    attr,
+                    etag: resolved.etag,
+                    listed_only: resolved.listed_only,
+                })
             })
             .buffered(READDIR_HEADS)
             .try_collect::<Vec<_>>()
-            .await?;
-        Ok(entries.into_iter().flatten().collect())
+            .await
     }
 
     /// The listing ended (or failed): the snapshot is complete, and a
@@ -483,7 +544,7 @@ impl Fs {
             &path,
             entry.attr.clone(),
             entry.etag.clone(),
-            Instant::now() + self.config.metadata_ttl,
+            self.valid_until(entry.listed_only),
             true,
         )
     }

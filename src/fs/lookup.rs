@@ -10,19 +10,32 @@
 //! for `negative_ttl`. A directory where such lookups keep happening (the
 //! second within `metadata_ttl`) is listed once, if one page holds it, and
 //! from then on its names answer misses for free and files with one HEAD.
+//!
+//! A lookup (and an unlink, an rmdir) needs a name's type, not all its
+//! attributes (`Want::Kind`). A listing tells the type of a directory and
+//! of an object of 4,096 bytes or more (too big for an s3fs symlink or
+//! special file): those are answered from it with no HEAD, and the kernel
+//! gets their attributes with a TTL of 0, so that the next `stat` asks
+//! (`getattr`, `Want::Attrs`, whose HEAD takes the next unknown files of
+//! the listing along: `head_batch`). `rm -r` and `find` by name then cost
+//! the listings alone.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::attr::{Attr, Kind};
+use futures::StreamExt;
+
+use super::attr::{Attr, Kind, KIND_CERTAIN_SIZE};
+use super::dir::READDIR_HEADS;
 use super::error::{FsError, FsResult};
 use super::inode::{child_path, Ino, Inode, ROOT_INO};
 use super::names::{is_valid_name, KEY_MAX, NAME_MAX};
 use super::{versions, Fs, LISTING_CACHE_ENTRIES};
 use crate::s3::listing::MarkerGuard;
-use crate::s3::ListRequest;
+use crate::s3::{ListPage, ListRequest};
 
 /// One child in a directory listing.
 #[derive(Debug, Clone)]
@@ -43,9 +56,10 @@ pub(crate) enum Listed {
 pub(crate) struct Listing {
     pub entries: BTreeMap<String, Listed>,
     pub fetched_at: Instant,
-    /// Fetched to answer lookups (see `name_index`), not by a readdir: it
-    /// says which names exist, but a file's attributes still come from a
-    /// HEAD, so that s3fs metadata (mode, owner, mtime, symlinks) is right.
+    /// Fetched to answer lookups (see `name_index`), not by a readdir, or
+    /// changed by this mount since (`child_changed`): it says which names
+    /// exist, but a file's attributes still come from a HEAD, so that s3fs
+    /// metadata (mode, owner, mtime, symlinks) is right.
     pub names_only: bool,
 }
 
@@ -85,6 +99,44 @@ pub(crate) enum ColdDir {
 pub(crate) struct Resolved {
     pub attr: Attr,
     pub etag: Option<Arc<str>>,
+    /// The attributes are the listing's alone (see `Want::Kind`): the
+    /// kind and size are right, the mode, owner and times may not be.
+    pub listed_only: bool,
+}
+
+impl Resolved {
+    fn of(attr: Attr, etag: Option<Arc<str>>) -> Self {
+        Resolved {
+            attr,
+            etag,
+            listed_only: false,
+        }
+    }
+}
+
+/// What a caller needs to know of a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Attributes as true as a `stat`: a listed file's s3fs metadata
+    /// (mode, owner, times) needs a HEAD unless this mount knows that
+    /// version.
+    Attrs,
+    /// Whether it exists and what kind it is (and its size). A listed
+    /// entry of certain kind (`kind_certain`) is answered from the listing
+    /// with no HEAD: `rm -r`, `find` by name and plain `ls` need no more,
+    /// and the kernel is told to ask for the rest when someone looks
+    /// (an attribute TTL of 0).
+    Kind,
+}
+
+/// Whether a listing alone tells what kind of entry this is: a directory,
+/// or a file too big to be a symlink or a special file (a name this mount
+/// put in an index itself has no ETag, and is not known this way).
+fn kind_certain(listed: &Listed) -> bool {
+    match listed {
+        Listed::Dir { .. } => true,
+        Listed::File { size, etag, .. } => *size >= KIND_CERTAIN_SIZE && !etag.is_empty(),
+    }
 }
 
 impl Fs {
@@ -211,7 +263,16 @@ impl Fs {
             return Ok(None);
         }
         let page = self.store.list_objects(&pages.request).await?;
-        let prefix = &pages.prefix;
+        let more = pages
+            .guard
+            .next_page(&mut pages.request, page.next_continuation_token.clone())?;
+        pages.done = !more;
+        Ok(Some(self.dir_page(&pages.prefix, page)))
+    }
+
+    /// A listing page of the directory at `prefix` as its children, names
+    /// checked (odd ones hidden and logged).
+    fn dir_page(&self, prefix: &str, page: ListPage) -> DirPage {
         for raw in &page.undecodable_keys {
             self.odd_keys.hidden(
                 raw,
@@ -224,7 +285,7 @@ impl Fs {
             if object.key > last_key {
                 last_key.clone_from(&object.key);
             }
-            let Some(name) = object.key.strip_prefix(prefix.as_str()) else {
+            let Some(name) = object.key.strip_prefix(prefix) else {
                 continue;
             };
             if name.is_empty() {
@@ -250,7 +311,7 @@ impl Fs {
                 last_key.clone_from(&common);
             }
             let name = common
-                .strip_prefix(prefix.as_str())
+                .strip_prefix(prefix)
                 .and_then(|rest| rest.strip_suffix('/'))
                 .unwrap_or("");
             if !is_valid_name(name) {
@@ -259,14 +320,27 @@ impl Fs {
             }
             dirs.push(name.to_owned());
         }
-        pages.done = !pages
-            .guard
-            .next_page(&mut pages.request, page.next_continuation_token)?;
-        Ok(Some(DirPage {
+        DirPage {
             files,
             dirs,
             last_key,
-        }))
+        }
+    }
+
+    /// Keep the mount's first listing of its root (the one that checked
+    /// the credentials and the bucket) as the root's name index, if one
+    /// page held it all: the first lookups at the root after a mount
+    /// (`cp x /mnt/`, `cat /mnt/x`) then cost no listing of their own,
+    /// and a name it does not show costs nothing. Kept `metadata_ttl`,
+    /// as any index.
+    pub fn seed_root_index(&self, page: ListPage) {
+        if page.next_continuation_token.is_some() {
+            return;
+        }
+        let prefix = self.dir_prefix("");
+        let page = self.dir_page(&prefix, page);
+        let entries = self.listed_entries("", &prefix, page.files.into_iter().collect(), page.dirs);
+        self.cache_listing("", entries, true);
     }
 
     /// A file hidden because a directory has its name (the directory wins).
@@ -387,30 +461,27 @@ impl Fs {
     }
 
     /// A child of `dir_path` was made, changed (`Some`, with its kind) or
-    /// removed (`None`) through this mount. A full listing no longer tells
-    /// the truth about it and is dropped; a name index (names only: file
-    /// attributes come from HEAD anyway) is kept true by adding or removing
-    /// the name, so that lookups in a directory being filled (`cp -r`,
-    /// `tar x`, a build) keep costing nothing for new names.
+    /// removed (`None`) through this mount. The directory's cached listing
+    /// is kept true by adding or removing the name, so that lookups in a
+    /// directory being filled (`cp -r`, `tar x`, a build) or emptied
+    /// (`rm -r`, which lists it first) keep costing nothing. A full listing
+    /// becomes a name index: the changed name's attributes are no longer
+    /// the listing's (file attributes then come from a HEAD, or from what
+    /// this mount learnt when it saved the file).
     pub(crate) fn child_changed(&self, dir_path: &str, name: &str, now: Option<Listed>) {
         self.invalidate_versions();
         self.stat_ahead.clear();
         self.range_pages.forget_dir(dir_path);
         let mut listings = self.listings.lock();
         self.listing_epoch.fetch_add(1, Ordering::SeqCst);
-        match listings.get_mut(dir_path) {
-            Some(listing) if listing.names_only => {
-                // Cloned only if a lookup holds it right now.
-                let entries = &mut Arc::make_mut(listing).entries;
-                match now {
-                    Some(listed) => entries.insert(name.to_owned(), listed),
-                    None => entries.remove(name),
-                };
-            }
-            Some(_) => {
-                listings.pop(dir_path);
-            }
-            None => {}
+        if let Some(listing) = listings.get_mut(dir_path) {
+            // Cloned only if a lookup holds it right now.
+            let listing = Arc::make_mut(listing);
+            listing.names_only = true;
+            match now {
+                Some(listed) => listing.entries.insert(name.to_owned(), listed),
+                None => listing.entries.remove(name),
+            };
         }
     }
 
@@ -455,21 +526,28 @@ impl Fs {
             .put(path.to_owned(), Instant::now() + self.config.negative_ttl);
     }
 
-    /// Find what `name` in directory `dir_path` is, asking S3 only when no
-    /// fresh cache knows.
+    /// Find what `name` in directory `dir_path` is, with attributes as
+    /// true as a `stat`, asking S3 only when no fresh cache knows.
     pub(crate) async fn resolve(&self, dir_path: &str, name: &str) -> FsResult<Option<Resolved>> {
-        let mut resolved = self.resolve_uncorrected(dir_path, name).await?;
+        self.resolve_for(dir_path, name, Want::Attrs).await
+    }
+
+    /// Find what `name` in directory `dir_path` is, knowing `want`.
+    pub(crate) async fn resolve_for(
+        &self,
+        dir_path: &str,
+        name: &str,
+        want: Want,
+    ) -> FsResult<Option<Resolved>> {
+        let mut resolved = self.resolve_uncorrected(dir_path, name, want).await?;
         let path = child_path(dir_path, name);
         if resolved.is_none() && self.has_local_below(&path) {
-            resolved = Some(Resolved {
-                attr: self.config.attrs.dir(None),
-                etag: None,
-            });
+            resolved = Some(Resolved::of(self.config.attrs.dir(None), None));
         }
         if resolved.is_none() {
             resolved = self
                 .emptied_here(&path)
-                .map(|attr| Resolved { attr, etag: None });
+                .map(|attr| Resolved::of(attr, None));
         }
         if let Some(r) = &mut resolved {
             self.dir_time(&path, &mut r.attr);
@@ -477,22 +555,19 @@ impl Fs {
         Ok(resolved)
     }
 
-    async fn resolve_uncorrected(&self, dir_path: &str, name: &str) -> FsResult<Option<Resolved>> {
+    async fn resolve_uncorrected(
+        &self,
+        dir_path: &str,
+        name: &str,
+        want: Want,
+    ) -> FsResult<Option<Resolved>> {
         // A file with local changes is what this mount shows, whatever the
         // bucket has (or does not have yet).
         if let Some(attr) = self.local_attr(&child_path(dir_path, name)) {
-            return Ok(Some(Resolved { attr, etag: None }));
+            return Ok(Some(Resolved::of(attr, None)));
         }
         let path = child_path(dir_path, name);
         let mut listing = self.cached_listing(dir_path);
-        if let Some(listing) = &listing {
-            if !listing.names_only {
-                return match listing.entries.get(name) {
-                    Some(listed) => self.listed_resolved(&path, listed).await,
-                    None => Ok(None),
-                };
-            }
-        }
         if self.negative_hit(&path) {
             return Ok(None);
         }
@@ -508,12 +583,9 @@ impl Fs {
         // The index is fresh: a file version whose metadata this mount
         // knows needs no HEAD (a `du` or `stat` walk after an `ls -l`).
         let known = match listing.as_ref().and_then(|l| l.entries.get(name)) {
-            Some(listed @ Listed::File { etag, .. }) => {
-                self.known_listed(&path, listed).map(|attr| Resolved {
-                    attr,
-                    etag: Some(etag.clone()),
-                })
-            }
+            Some(listed @ Listed::File { etag, .. }) => self
+                .known_listed(&path, listed)
+                .map(|attr| Resolved::of(attr, Some(etag.clone()))),
             _ => None,
         };
         if known.is_some() {
@@ -526,13 +598,20 @@ impl Fs {
             Some(Some(listed @ Listed::File { etag, .. })) => {
                 // A real listing's entry (not one this mount put in a name
                 // index for a file it made, which has no ETag), shown as
-                // listed when that is asked for.
+                // listed when that is asked for, or when only its kind is
+                // and the listing tells it.
+                if want == Want::Kind && kind_certain(listed) {
+                    return Ok(Some(self.listed_only(listed)));
+                }
                 if self.config.trust_listings && !etag.is_empty() {
                     let (attr, etag) = self.listed_attr(listed);
-                    return Ok(Some(Resolved { attr, etag }));
+                    return Ok(Some(Resolved::of(attr, etag)));
                 }
-                if let Some(listing) = &listing {
-                    self.stat_ahead.follow(
+                match &listing {
+                    Some(listing) if !listing.names_only => {
+                        return self.head_batch(dir_path, name, listing).await;
+                    }
+                    Some(listing) => self.stat_ahead.follow(
                         &self.store,
                         dir_path,
                         name,
@@ -542,7 +621,8 @@ impl Fs {
                             self.known_listed(&child_path(dir_path, n), listed)
                                 .is_none()
                         },
-                    );
+                    ),
+                    None => {}
                 }
                 self.resolve_file(&path).await?
             }
@@ -553,7 +633,9 @@ impl Fs {
             // which B2 bills at ten times a HEAD: a walk that comes back to
             // a directory past the attribute TTL (`cp -r`, `find`) pays it
             // at every return.
-            Some(Some(listed @ Listed::Dir { .. })) => self.listed_resolved(&path, listed).await?,
+            Some(Some(listed @ Listed::Dir { .. })) => {
+                self.listed_resolved(&path, listed, want).await?
+            }
             None => self.resolve_remote(&path).await?,
         };
         if resolved.is_none() {
@@ -581,6 +663,44 @@ impl Fs {
         }
     }
 
+    /// The attributes of `name`, a file of a directory a readdir listed
+    /// (so entries of certain kind were handed out with the listing's
+    /// attributes alone, and someone now looks: `ls -l`, `du`, `cp -r`
+    /// after their readdir): its HEAD and those of the next files of the
+    /// listing whose metadata this mount does not know, `READDIR_HEADS` at
+    /// once, each remembered (`known`) so that their own stats need no
+    /// request. In whatever order the walk goes (`ls` sorts by locale,
+    /// `du` by inode number), each file is asked once, and a walk waits
+    /// for a round trip per batch, not per file.
+    async fn head_batch(
+        &self,
+        dir_path: &str,
+        name: &str,
+        listing: &Listing,
+    ) -> FsResult<Option<Resolved>> {
+        let mut paths = vec![child_path(dir_path, name)];
+        for (other, listed) in listing
+            .entries
+            .range::<str, _>((Bound::Excluded(name), Bound::Unbounded))
+        {
+            if paths.len() == READDIR_HEADS {
+                break;
+            }
+            let path = child_path(dir_path, other);
+            if matches!(listed, Listed::File { .. }) && self.known_listed(&path, listed).is_none() {
+                paths.push(path);
+            }
+        }
+        let mut answers = futures::stream::iter(paths)
+            .map(|path| async move { self.resolve_file(&path).await })
+            .buffered(READDIR_HEADS);
+        // The first answer is `name`'s; the others only teach `known`,
+        // and one that fails is asked again when its own stat comes.
+        let mine = answers.next().await;
+        while answers.next().await.is_some() {}
+        mine.unwrap_or(Ok(None))
+    }
+
     /// A listed file's attributes, if this mount knows the metadata of
     /// that very version (or knows it has none): no HEAD needed.
     pub(crate) fn known_listed(&self, path: &str, listed: &Listed) -> Option<Attr> {
@@ -606,25 +726,40 @@ impl Fs {
         &self,
         path: &str,
         listed: &Listed,
+        want: Want,
     ) -> FsResult<Option<Resolved>> {
-        if let Listed::File { etag, .. } = listed {
-            if let Some(attr) = self.known_listed(path, listed) {
-                return Ok(Some(Resolved {
-                    attr,
-                    etag: Some(etag.clone()),
-                }));
+        match listed {
+            Listed::File { etag, .. } => {
+                if let Some(attr) = self.known_listed(path, listed) {
+                    return Ok(Some(Resolved::of(attr, Some(etag.clone()))));
+                }
+            }
+            Listed::Dir { .. } => {
+                if let Some(attr) = self.known.dir(&format!("{}/", self.key(path))) {
+                    return Ok(Some(Resolved::of(attr, None)));
+                }
             }
         }
         if self.config.trust_listings {
             let (attr, etag) = self.listed_attr(listed);
-            return Ok(Some(Resolved { attr, etag }));
+            return Ok(Some(Resolved::of(attr, etag)));
+        }
+        if want == Want::Kind && kind_certain(listed) {
+            return Ok(Some(self.listed_only(listed)));
         }
         match listed {
             Listed::File { .. } => self.resolve_file(path).await,
-            Listed::Dir { .. } => Ok(Some(Resolved {
-                attr: self.marker_attr(path).await?,
-                etag: None,
-            })),
+            Listed::Dir { .. } => Ok(Some(Resolved::of(self.marker_attr(path).await?, None))),
+        }
+    }
+
+    /// A listed entry as the listing shows it, marked so.
+    pub(crate) fn listed_only(&self, listed: &Listed) -> Resolved {
+        let (attr, etag) = self.listed_attr(listed);
+        Resolved {
+            attr,
+            etag,
+            listed_only: true,
         }
     }
 
@@ -683,10 +818,7 @@ impl Fs {
                 attr.clone(),
             );
         }
-        Resolved {
-            attr,
-            etag: Some(Arc::from(meta.etag)),
-        }
+        Resolved::of(attr, Some(Arc::from(meta.etag)))
     }
 
     /// HEAD `key` and list `key/` together; a key known as a file is
@@ -755,13 +887,10 @@ impl Fs {
             } else {
                 self.config.attrs.dir(None)
             };
-            return Ok(Some(Resolved { attr, etag: None }));
+            return Ok(Some(Resolved::of(attr, None)));
         }
         if !dir.common_prefixes.is_empty() {
-            return Ok(Some(Resolved {
-                attr: self.config.attrs.dir(None),
-                etag: None,
-            }));
+            return Ok(Some(Resolved::of(self.config.attrs.dir(None), None)));
         }
         match head {
             Ok(meta) => Ok(Some(self.head_resolved(&key, meta))),
@@ -804,16 +933,27 @@ impl Fs {
         {
             return self.versions_lookup(&parent, name).await;
         }
-        match self.resolve(&parent.path, name).await? {
+        match self.resolve_for(&parent.path, name, Want::Kind).await? {
             Some(resolved) => Ok(self.inodes.remember(
                 parent.ino,
                 &path,
                 resolved.attr,
                 resolved.etag,
-                Instant::now() + self.config.metadata_ttl,
+                self.valid_until(resolved.listed_only),
                 true,
             )),
             None => Err(FsError::not_found()),
+        }
+    }
+
+    /// Until when attributes just resolved may be served without asking:
+    /// `metadata_ttl`, or not at all for the listing's alone (the next
+    /// getattr asks; the FUSE adapter gives the kernel an attribute TTL of
+    /// what is left, see `Fs::attr_ttl`).
+    pub(crate) fn valid_until(&self, listed_only: bool) -> Instant {
+        match listed_only {
+            true => Instant::now(),
+            false => Instant::now() + self.config.metadata_ttl,
         }
     }
 

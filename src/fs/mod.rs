@@ -328,6 +328,16 @@ impl Fs {
         self.config.metadata_ttl
     }
 
+    /// How long the kernel may keep `inode`'s attributes: what is left of
+    /// the daemon's own trust in them (none for attributes that are a
+    /// listing's alone, see `Want::Kind`).
+    pub fn attr_ttl(&self, inode: &Inode) -> Duration {
+        inode
+            .valid_until
+            .saturating_duration_since(Instant::now())
+            .min(self.config.metadata_ttl)
+    }
+
     /// The S3 key of a file path.
     fn key(&self, path: &str) -> String {
         format!("{}{}", self.config.prefix, path)
@@ -509,9 +519,14 @@ impl Fs {
     /// At mount: account for what earlier mounts that died left behind.
     /// Their unfinished multipart uploads are aborted (they are in their
     /// journals), and their staged data, which never reached the bucket, is
-    /// reported with its key and path and kept.
-    pub async fn recover(&self) {
-        let Some(ctx) = &self.write_ctx else { return };
+    /// reported with its key and path and kept. Returns whether it moved
+    /// objects (finishing a rename), which listings taken before do not
+    /// show.
+    pub async fn recover(&self) -> bool {
+        let Some(ctx) = &self.write_ctx else {
+            return false;
+        };
+        let mut moved = false;
         let me = self.store.location();
         for dir in ctx.staging.leftovers() {
             // Another bucket's leftovers are for a mount of that bucket.
@@ -535,6 +550,7 @@ impl Fs {
                 tracing::warn!(
                     "finishing the rename of {from} to {to} that an earlier mount left half done"
                 );
+                moved = true;
                 match self.move_prefix(&from, &to).await {
                     Ok(()) => tracing::warn!("finished the rename of {from} to {to}"),
                     Err(e) => tracing::error!(
@@ -561,5 +577,6 @@ impl Fs {
             // Empty of data: nothing to keep.
             let _ = std::fs::remove_dir(&dir);
         }
+        moved
     }
 }

@@ -18,7 +18,7 @@ use super::attr::{Attr, Kind};
 use super::error::{FsError, FsResult};
 use super::file::Opened;
 use super::inode::{Ino, Inode};
-use super::lookup::Listed;
+use super::lookup::{Listed, Want};
 use super::names::KEY_MAX;
 use super::{DirtyCell, Fs, Handle, LocalFile, SharedDirty};
 use crate::s3::{CopySource, MetadataDirective, ObjectMeta, PutOptions};
@@ -751,7 +751,11 @@ impl Fs {
         let path = self.checked_child_path(&parent_inode, name)?;
         self.refuse_virtual(&path)?;
         let local = self.local_map().remove(&path);
-        let remote = self.resolve(&parent_inode.path, name).await?;
+        // What it is, not its metadata: a listed file of certain kind is
+        // deleted with no HEAD (`rm -r` after its listing).
+        let remote = self
+            .resolve_for(&parent_inode.path, name, Want::Kind)
+            .await?;
         if local.is_none() && remote.is_none() {
             return Err(FsError::not_found());
         }
@@ -835,19 +839,26 @@ impl Fs {
         }
     }
 
-    /// Whether a directory has any child, in the bucket or local.
+    /// Whether a directory has any child, in the bucket or local. A
+    /// listing of it less than `metadata_ttl` old (kept true to this
+    /// mount's changes since) answers: `rm -r` has just listed it and
+    /// removed what it showed. Else a listing of two keys.
     pub(super) async fn dir_is_empty(&self, path: &str) -> FsResult<bool> {
-        let prefix = format!("{}/", self.key(path));
-        let page = self
-            .store
-            .list_objects(&crate::s3::ListRequest {
-                prefix: prefix.clone(),
-                max_keys: Some(2),
-                ..Default::default()
-            })
-            .await?;
-        let remote_child =
-            page.objects.iter().any(|o| o.key != prefix) || !page.common_prefixes.is_empty();
+        let remote_child = match self.cached_listing(path) {
+            Some(listing) => !listing.entries.is_empty(),
+            None => {
+                let prefix = format!("{}/", self.key(path));
+                let page = self
+                    .store
+                    .list_objects(&crate::s3::ListRequest {
+                        prefix: prefix.clone(),
+                        max_keys: Some(2),
+                        ..Default::default()
+                    })
+                    .await?;
+                page.objects.iter().any(|o| o.key != prefix) || !page.common_prefixes.is_empty()
+            }
+        };
         let local_child = self
             .local_map()
             .keys()
@@ -860,7 +871,10 @@ impl Fs {
         let parent_inode = self.inode(parent)?;
         let path = self.checked_child_path(&parent_inode, name)?;
         self.refuse_virtual(&path)?;
-        match self.resolve(&parent_inode.path, name).await? {
+        match self
+            .resolve_for(&parent_inode.path, name, Want::Kind)
+            .await?
+        {
             // A directory with no marker exists only while keys are below
             // it. One this mount emptied still resolves (`emptied_here`);
             // one emptied by another client is gone from the bucket, yet

@@ -210,10 +210,18 @@ impl FuseAdapter {
         reply: ReplyEntry,
         work: impl std::future::Future<Output = crate::fs::FsResult<Inode>> + Send + 'static,
     ) {
-        let ttl = self.fs.ttl();
+        let fs = self.fs.clone();
         self.rt.spawn(async move {
             match work.await {
-                Ok(inode) => reply.entry(&ttl, &inode_attr(&inode), Generation(0)),
+                // The name for `metadata_ttl`; the attributes for as long as
+                // the daemon trusts them (not at all when they are a
+                // listing's alone: the next stat asks).
+                Ok(inode) => reply.entry_with_ttls(
+                    &fs.attr_ttl(&inode),
+                    &fs.ttl(),
+                    &inode_attr(&inode),
+                    Generation(0),
+                ),
                 Err(e) => reply.error(failed(op, &e)),
             }
         });
@@ -888,7 +896,6 @@ fn fill_readdirplus(
         Err(_) if offset < 2 => Vec::new(),
         Err(e) => return reply.error(failed("readdirplus", &e)),
     };
-    let ttl: Duration = fs.ttl();
     let mut next = offset;
     // "." and ".." carry no attributes and take no reference.
     for special in offset..2 {
@@ -913,11 +920,15 @@ fn fill_readdirplus(
     }
     for entry in &entries {
         let inode = fs.entry_inode(snapshot, entry);
+        // One TTL serves the name and the attributes here: an entry whose
+        // attributes are a listing's alone gets 0 for both, so that the
+        // next use of the name looks it up again (answered from the
+        // listing, with no request) and a stat asks for the attributes.
         let full = reply.add(
             INodeNo(inode.ino),
             next + 1,
             &entry.name,
-            &ttl,
+            &fs.attr_ttl(&inode),
             &inode_attr(&inode),
             Generation(0),
         );
