@@ -1058,3 +1058,61 @@ async fn rm_r_of_a_tree_written_elsewhere_lists_each_directory_once_and_heads_no
     // Every file (the small one too) and every directory's marker.
     assert!(deletes >= keys.len() + 1 + 4, "{deletes} deletes");
 }
+
+/// `cp` inside the mount (a whole file into a new one: copy_file_range)
+/// is one copy, with no HEAD of what it made: the copy's answer says its
+/// ETag, and what it holds is known. What a stat shows then, and after a
+/// remount, is the copy as stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cp_inside_the_mount_asks_nothing_about_the_copy() {
+    let c = new_bucket("wcp").await;
+    let body = test_data(600_000, 7);
+    for price_list in ["b2", "aws"] {
+        let src = format!("{price_list}-src");
+        let dst = format!("{price_list}-dst");
+        upload(&c, &src, body.clone()).await;
+        let proxy = FaultProxy::start(&server().endpoint).await;
+        let opts = format!("price_list={price_list},metadata_ttl=60s");
+        let mount = Mount::start(c.bucket(), &proxy.url, &["-o", &opts]);
+        proxy.clear_seen();
+        let (root, s, d) = (mount.path.clone(), src.clone(), dst.clone());
+        let shown = blocking(move || {
+            let out = std::process::Command::new("cp")
+                .arg(root.join(&s))
+                .arg(root.join(&d))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let m = std::fs::metadata(root.join(&d)).unwrap();
+            (m.len(), m.mode() & 0o7777)
+        })
+        .await;
+        assert_eq!(shown.0, body.len() as u64);
+        let bucket = c.bucket().to_owned();
+        let heads: Vec<String> = proxy
+            .seen()
+            .iter()
+            .filter(|r| r.method == "HEAD" && r.path_and_query == format!("/{bucket}/{dst}"))
+            .map(|r| r.path_and_query.clone())
+            .collect();
+        assert!(
+            heads.is_empty(),
+            "{price_list}: HEADs of the copy: {heads:?}"
+        );
+        drop(mount);
+        let (stored, _) = object(&c, &dst).await.expect("the copy is in the bucket");
+        assert!(stored[..] == body[..], "{price_list}: the copy's bytes");
+        let mount = Mount::start(c.bucket(), &server().endpoint, &[]);
+        let (root, d) = (mount.path.clone(), dst.clone());
+        let again = blocking(move || {
+            let m = std::fs::metadata(root.join(&d)).unwrap();
+            (m.len(), m.mode() & 0o7777)
+        })
+        .await;
+        assert_eq!(again, shown, "{price_list}: after a remount");
+    }
+}

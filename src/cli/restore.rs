@@ -201,7 +201,7 @@ async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         .buffer_unordered(RESTORE_CONCURRENCY);
     while let Some((p, result)) = results.next().await {
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 done_files += 1;
                 done_bytes += p.size;
             }

@@ -22,6 +22,7 @@ use super::lookup::{Listed, Want};
 use super::names::KEY_MAX;
 use super::{DirtyCell, Fs, Handle, LocalFile, SharedDirty};
 use crate::s3::{CopySource, MetadataDirective, ObjectMeta, PutOptions};
+use crate::store::Copied;
 use crate::write::{mtime_value, BaseObject, DirtyFile, WriteContext};
 
 /// Attribute changes asked for by setattr.
@@ -596,21 +597,22 @@ impl Fs {
                 .copy(&source, to, meta.size, &directive(&meta))
                 .await
             {
-                Ok(()) => return Ok(Some(meta)),
+                Ok(_) => return Ok(Some(meta)),
                 Err(e) if e.is_precondition_failed() && attempt < ATTEMPTS => attempt += 1,
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
-    /// Copy `source` (a key, or one version of it) to `to` server-side.
+    /// Copy `source` (a key, or one version of it) to `to`, the cheapest
+    /// way for the price list (`ObjectStore::copy`).
     pub(super) async fn copy_object(
         &self,
         source: &CopySource,
         to: &str,
         size: u64,
         directive: MetadataDirective,
-    ) -> FsResult<()> {
+    ) -> FsResult<Copied> {
         Ok(self.store.copy(source, to, size, &directive).await?)
     }
 
@@ -944,36 +946,40 @@ impl Fs {
         {
             return Err(unsupported());
         }
+        let metadata = dirty.metadata.clone();
         let options = PutOptions {
-            user_metadata: dirty.metadata.clone(),
+            user_metadata: metadata.clone(),
             ..Default::default()
         };
         let to = dirty.key().to_owned();
-        // The very version the reader has open, not whatever is latest.
+        // The very version the reader has open, not whatever is latest:
+        // so the copy has its size, and the metadata given here.
         let from = CopySource::pinned(
             source.key.to_string(),
             source.version_id.clone(),
             &source.etag,
         );
-        self.copy_object(&from, &to, source.size, MetadataDirective::Replace(options))
+        let copied = self
+            .copy_object(&from, &to, source.size, MetadataDirective::Replace(options))
             .await?;
-        let copied = self.store.head_object(&to, None).await?;
-        // Known from here on: a later lookup or listing of the copy (`cp -r`
-        // stats what it made once the attributes expire) needs no listing
-        // to tell it is a file, and a listing showing this version no HEAD.
-        self.known.learn_file(
-            &to,
-            &copied.etag,
-            copied.size,
-            Some(copied.last_modified),
-            self.attr_of_head(&copied),
-        );
+        // Known from here on, with no HEAD: a later lookup or listing of
+        // the copy (`cp -r` stats what it made once the attributes expire)
+        // needs no listing to tell it is a file, and a listing showing this
+        // version no HEAD. (An upload's answer has no LastModified: such a
+        // version is known by ETag and size, as this mount's own uploads.)
+        let shown_time = copied.last_modified.unwrap_or_else(SystemTime::now);
+        let attr = self
+            .config
+            .attrs
+            .object(source.size, shown_time, Some(&metadata));
+        self.known
+            .learn_file(&to, &copied.etag, source.size, copied.last_modified, attr);
         dirty
             .adopt(
                 &ctx,
                 BaseObject {
                     etag: copied.etag.clone(),
-                    size: copied.size,
+                    size: source.size,
                     version_id: copied.version_id.clone(),
                 },
             )
@@ -983,7 +989,7 @@ impl Fs {
         self.inodes
             .update(ino, |i| i.etag = Some(Arc::from(copied.etag.as_str())));
         self.entry_changed(&path, Kind::File);
-        Ok(copied.size)
+        Ok(source.size)
     }
 
     /// Save every dirty file (at unmount).

@@ -64,7 +64,7 @@ impl S3Client {
         dest: &str,
         size: u64,
         directive: &MetadataDirective,
-    ) -> Result<(), S3Error> {
+    ) -> Result<crate::store::Copied, S3Error> {
         ObjectStore::copy(self, source, dest, size, directive).await
     }
 

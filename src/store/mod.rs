@@ -226,14 +226,15 @@ pub trait ObjectStore: Send + Sync {
     /// upload of UploadPartCopy parts (aborted if any part fails), every
     /// part from the same pinned source. `size` is the source's size. The
     /// copy is the same whichever way: the pinned version's bytes, type,
-    /// user metadata and content headers, or the directive's.
+    /// user metadata and content headers, or the directive's. What it
+    /// stored is returned, so that no HEAD is needed to learn it.
     fn copy<'a>(
         &'a self,
         source: &'a CopySource,
         dest: &'a str,
         size: u64,
         directive: &'a MetadataDirective,
-    ) -> StoreResult<'a, ()> {
+    ) -> StoreResult<'a, Copied> {
         Box::pin(async move {
             if size <= self.reupload_up_to() {
                 let pinned = GetRequest {
@@ -244,12 +245,16 @@ pub trait ObjectStore: Send + Sync {
                 let (meta, body) = self.get_object_bytes(&source.key, pinned).await?;
                 // A source found bigger than listed is still copied whole.
                 let options = options_of_copy(directive, meta);
-                self.put_object(dest, body, &options).await?;
-                return Ok(());
+                let out = self.put_object(dest, body, &options).await?;
+                return Ok(Copied::uploaded(out));
             }
             if size <= MAX_SINGLE_COPY {
-                self.copy_object(source, dest, directive).await?;
-                return Ok(());
+                let out = self.copy_object(source, dest, directive).await?;
+                return Ok(Copied {
+                    etag: out.etag,
+                    version_id: out.version_id,
+                    last_modified: Some(out.last_modified),
+                });
             }
             // Every part must come from one version: an unpinned source is
             // pinned to the one this HEAD sees.
@@ -283,7 +288,7 @@ pub trait ObjectStore: Send + Sync {
                 Ok(parts) => self
                     .complete_multipart_upload(dest, &upload, &parts)
                     .await
-                    .map(|_| ()),
+                    .map(Copied::uploaded),
                 Err(e) => Err(e),
             };
             if done.is_err() {
@@ -291,6 +296,25 @@ pub trait ObjectStore: Send + Sync {
             }
             done
         })
+    }
+}
+
+/// What a copy stored (`ObjectStore::copy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub etag: String,
+    pub version_id: Option<String>,
+    /// Said by a server-side copy; an upload's answer does not say it.
+    pub last_modified: Option<std::time::SystemTime>,
+}
+
+impl Copied {
+    fn uploaded(out: PutObjectOutput) -> Self {
+        Copied {
+            etag: out.etag,
+            version_id: out.version_id,
+            last_modified: None,
+        }
     }
 }
 

@@ -269,7 +269,8 @@ impl DirtyFile {
             ..Default::default()
         };
         let source = CopySource::pinned(self.key.clone(), stored.version_id.clone(), &stored.etag);
-        ctx.store
+        let copied = ctx
+            .store
             .copy(
                 &source,
                 &self.key,
@@ -277,10 +278,9 @@ impl DirtyFile {
                 &MetadataDirective::Replace(options),
             )
             .await?;
-        let head = ctx.store.head_object(&self.key, None).await?;
         Ok(PutObjectOutput {
-            etag: head.etag,
-            version_id: head.version_id,
+            etag: copied.etag,
+            version_id: copied.version_id,
         })
     }
 
