@@ -1,5 +1,6 @@
-//! Directory handles: the first readdir takes a snapshot of the listing, so that
-//! readdir offsets stay valid however the directory changes meanwhile.
+//! Directory handles: the first readdir takes a snapshot of the listing,
+//! so that readdir offsets stay valid however the directory changes
+//! meanwhile.
 //!
 //! The snapshot fills as the listing's pages arrive: the first readdir
 //! returns once the first page is in (opendir lists nothing, see
@@ -34,7 +35,7 @@ use tokio::sync::watch;
 use super::attr::{Attr, Kind};
 use super::error::{FsError, FsResult};
 use super::inode::{child_path, Ino, Inode};
-use super::lookup::{DirPage, DirPages, Listed, Want};
+use super::lookup::{DirPage, DirPages, Listed, Listing, Want};
 use super::{Fs, Handle, LISTING_CACHE_ENTRIES};
 
 /// One entry of a directory snapshot.
@@ -45,6 +46,19 @@ pub struct DirEntry {
     pub etag: Option<Arc<str>>,
     /// The attributes are the listing's alone (`Resolved::listed_only`).
     pub listed_only: bool,
+}
+
+impl DirEntry {
+    /// An entry whose attributes this mount has (a file with unsaved
+    /// changes, a version in the versions view).
+    fn known(name: String, attr: Attr) -> Self {
+        DirEntry {
+            name,
+            attr,
+            etag: None,
+            listed_only: false,
+        }
+    }
 }
 
 /// How far a snapshot has filled.
@@ -287,12 +301,11 @@ impl Fs {
         let inode = &snapshot.opened;
         if self.versions_enabled() && super::versions::is_virtual(&inode.path) {
             let entries = self.versions_entries(inode).await?;
-            snapshot.push(entries.into_iter().map(|(name, attr)| DirEntry {
-                name,
-                attr,
-                etag: None,
-                listed_only: false,
-            }));
+            snapshot.push(
+                entries
+                    .into_iter()
+                    .map(|(name, attr)| DirEntry::known(name, attr)),
+            );
             snapshot.finish(Ok(()));
             return Ok(());
         }
@@ -310,27 +323,7 @@ impl Fs {
             .cached_listing(&inode.path)
             .filter(|l| l.entries.len() <= REUSED_LISTING)
         {
-            // Listed (all of it) less than `metadata_ttl` ago, and kept
-            // true to this mount's changes since: not listed again. `rm -r`
-            // reads each directory twice (once to see whether it is empty,
-            // then to walk it), and a listing is class C on B2.
-            let names: HashSet<&str> = local.iter().map(|(name, _)| name.as_str()).collect();
-            let listed: Vec<(String, Listed)> = listing
-                .entries
-                .iter()
-                .filter(|(name, _)| !names.contains(name.as_str()))
-                .map(|(name, listed)| (name.clone(), listed.clone()))
-                .collect();
-            let entries = self.complete_entries(&inode.path, listed).await?;
-            snapshot.push(local.into_iter().map(|(name, attr)| DirEntry {
-                name,
-                attr,
-                etag: None,
-                listed_only: false,
-            }));
-            snapshot.push(entries);
-            snapshot.finish(Ok(()));
-            return Ok(());
+            return self.fill_from_cache(snapshot, local, &listing).await;
         }
         // Otherwise listed afresh: `ls` after a change made elsewhere
         // shows it, as close-to-open consistency would.
@@ -349,12 +342,11 @@ impl Fs {
         // twice when the next one tries again).
         let mut pages = self.dir_pages(&inode.path);
         let first = self.next_dir_page(&mut pages).await?;
-        snapshot.push(local.into_iter().map(|(name, attr)| DirEntry {
-            name,
-            attr,
-            etag: None,
-            listed_only: false,
-        }));
+        snapshot.push(
+            local
+                .into_iter()
+                .map(|(name, attr)| DirEntry::known(name, attr)),
+        );
         let mut listed = self.fill_from(&mut filler, first, &pages);
         // Each page's entries have their attributes made true (HEADs of
         // what this mount does not know) while the next page is listed.
@@ -400,6 +392,35 @@ impl Fs {
             }
         });
         *snapshot.task.lock() = Some(task.abort_handle());
+        Ok(())
+    }
+
+    /// A snapshot of a directory listed (all of it) less than
+    /// `metadata_ttl` ago, and kept true to this mount's changes since:
+    /// not listed again. `rm -r` reads each directory twice (once to see
+    /// whether it is empty, then to walk it), and a listing is class C on
+    /// B2.
+    async fn fill_from_cache(
+        &self,
+        snapshot: &DirSnapshot,
+        local: Vec<(String, Attr)>,
+        listing: &Listing,
+    ) -> FsResult<()> {
+        let names: HashSet<&str> = local.iter().map(|(name, _)| name.as_str()).collect();
+        let listed: Vec<(String, Listed)> = listing
+            .entries
+            .iter()
+            .filter(|(name, _)| !names.contains(name.as_str()))
+            .map(|(name, listed)| (name.clone(), listed.clone()))
+            .collect();
+        let entries = self.complete_entries(&snapshot.path, listed).await?;
+        snapshot.push(
+            local
+                .into_iter()
+                .map(|(name, attr)| DirEntry::known(name, attr)),
+        );
+        snapshot.push(entries);
+        snapshot.finish(Ok(()));
         Ok(())
     }
 
