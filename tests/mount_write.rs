@@ -1116,3 +1116,29 @@ async fn cp_inside_the_mount_asks_nothing_about_the_copy() {
         assert_eq!(again, shown, "{price_list}: after a remount");
     }
 }
+
+/// rmdir takes a fresh listing's word that a directory is empty (`rm -r`
+/// has just emptied it), never that it is not: a child removed by another
+/// client since the listing does not make rmdir fail with ENOTEMPTY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmdir_asks_the_bucket_before_saying_not_empty() {
+    let c = new_bucket("wrmdir").await;
+    put(&c, "d/", b"").await;
+    put(&c, "d/x", b"x").await;
+    // Listings trusted for a minute: the cache still shows `x` below.
+    let mount = Mount::start(c.bucket(), &server().endpoint, &["-o", "metadata_ttl=60s"]);
+    let d = mount.path.join("d");
+    let listed = blocking({
+        let d = d.clone();
+        move || names(&d)
+    })
+    .await;
+    assert_eq!(listed, ["x"]);
+    c.delete_object("d/x", None)
+        .await
+        .expect("delete d/x elsewhere");
+    blocking(move || std::fs::remove_dir(&d))
+        .await
+        .expect("rmdir d");
+    assert!(object(&c, "d/").await.is_none(), "the marker is gone");
+}

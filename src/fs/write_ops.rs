@@ -843,12 +843,16 @@ impl Fs {
 
     /// Whether a directory has any child, in the bucket or local. A
     /// listing of it less than `metadata_ttl` old (kept true to this
-    /// mount's changes since) answers: `rm -r` has just listed it and
-    /// removed what it showed. Else a listing of two keys.
+    /// mount's changes since) that shows it empty answers: `rm -r` has
+    /// just listed it and removed what it showed. Anything else is asked
+    /// with a listing of two keys, so that `ENOTEMPTY` is never told from
+    /// a cache (a child removed elsewhere meanwhile; moto, and perhaps
+    /// other servers, list a directory whose keys are all deleted in a
+    /// versioned bucket as a common prefix, but not its keys).
     pub(super) async fn dir_is_empty(&self, path: &str) -> FsResult<bool> {
         let remote_child = match self.cached_listing(path) {
-            Some(listing) => !listing.entries.is_empty(),
-            None => {
+            Some(listing) if listing.entries.is_empty() => false,
+            _ => {
                 let prefix = format!("{}/", self.key(path));
                 let page = self
                     .store
