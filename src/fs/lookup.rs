@@ -735,7 +735,7 @@ impl Fs {
                 }
             }
             Listed::Dir { .. } => {
-                if let Some(attr) = self.known.dir(&format!("{}/", self.key(path))) {
+                if let Some(attr) = self.known_marker(path) {
                     return Ok(Some(Resolved::of(attr, None)));
                 }
             }
@@ -763,13 +763,19 @@ impl Fs {
         }
     }
 
+    /// A directory's attributes as its marker said them lately (kept
+    /// `metadata_ttl`), with no request.
+    fn known_marker(&self, path: &str) -> Option<Attr> {
+        self.known.dir(&format!("{}/", self.key(path)))
+    }
+
     /// A directory's attributes: its marker object's metadata, or the
     /// defaults where it has none. Kept `metadata_ttl`.
     async fn marker_attr(&self, path: &str) -> FsResult<Attr> {
-        let marker = format!("{}/", self.key(path));
-        if let Some(attr) = self.known.dir(&marker) {
+        if let Some(attr) = self.known_marker(path) {
             return Ok(attr);
         }
+        let marker = format!("{}/", self.key(path));
         let attr = match self.store.head_object(&marker, None).await {
             Ok(meta) => self
                 .config
