@@ -147,6 +147,17 @@ impl AttrDefaults {
         attr
     }
 
+    /// Attributes of a file object as a HEAD of it answered. A plain key
+    /// whose metadata says "directory" (no trailing slash) is still shown
+    /// as what it is: a file.
+    pub fn of_head(&self, meta: &crate::s3::ObjectMeta) -> Attr {
+        let mut attr = self.object(meta.size, meta.last_modified, Some(&meta.user_metadata));
+        if attr.kind == Kind::Dir {
+            attr.kind = Kind::File;
+        }
+        attr
+    }
+
     /// Attributes of a directory; `marker` is the `dir/` object's time and
     /// metadata, when one exists.
     pub fn dir(&self, marker: Option<(SystemTime, Option<&BTreeMap<String, String>>)>) -> Attr {

@@ -85,9 +85,6 @@ impl Window {
 
 /// A directory as opendir saw it: `.`, `..`, then the children.
 pub struct DirSnapshot {
-    pub dir: Ino,
-    pub parent: Ino,
-    pub path: Arc<str>,
     window: Mutex<Window>,
     fill: watch::Sender<Fill>,
     /// The first entry the reader may still ask for: what is before it is
@@ -96,7 +93,8 @@ pub struct DirSnapshot {
     /// The task fetching the remaining pages, stopped when the handle is
     /// released early.
     task: Mutex<Option<tokio::task::AbortHandle>>,
-    /// The directory as opendir found it, listed at the first readdir.
+    /// The directory as opendir found it (its inode, parent and path),
+    /// listed at the first readdir.
     opened: Inode,
     /// Set once the listing has begun (its first page is in).
     begun: tokio::sync::OnceCell<()>,
@@ -130,9 +128,6 @@ pub(crate) const READDIR_HEADS: usize = 64;
 impl DirSnapshot {
     fn new(inode: &Inode) -> Self {
         DirSnapshot {
-            dir: inode.ino,
-            parent: inode.parent,
-            path: inode.path.clone(),
             window: Mutex::new(Window::default()),
             fill: watch::channel(Fill::default()).0,
             reader_at: watch::channel(0).0,
@@ -140,6 +135,21 @@ impl DirSnapshot {
             opened: inode.clone(),
             begun: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The directory's inode number.
+    pub fn dir(&self) -> Ino {
+        self.opened.ino
+    }
+
+    /// Its parent's, for `..`.
+    pub fn parent(&self) -> Ino {
+        self.opened.parent
+    }
+
+    /// Its path as opendir found it.
+    pub fn path(&self) -> &str {
+        &self.opened.path
     }
 
     fn push(&self, new: impl IntoIterator<Item = DirEntry>) {
@@ -274,7 +284,7 @@ impl Fs {
     ) -> FsResult<(Arc<DirSnapshot>, Vec<DirEntry>)> {
         let mut snapshot = self.dir_snapshot(fh)?;
         if snapshot.released(from) {
-            let inode = self.inode(snapshot.dir)?;
+            let inode = self.inode(snapshot.dir())?;
             snapshot = Arc::new(DirSnapshot::new(&inode));
             snapshot.reader_moved(from);
             if let Some(handle) = self.handles.lock().get_mut(&fh) {
@@ -413,7 +423,7 @@ impl Fs {
             .filter(|(name, _)| !names.contains(name.as_str()))
             .map(|(name, listed)| (name.clone(), listed.clone()))
             .collect();
-        let entries = self.complete_entries(&snapshot.path, listed).await?;
+        let entries = self.complete_entries(snapshot.path(), listed).await?;
         snapshot.push(
             local
                 .into_iter()
@@ -551,7 +561,7 @@ impl Fs {
     /// The inode number `readdir` shows for an entry, without counting a
     /// lookup (plain readdir does not give the kernel a reference).
     pub fn entry_ino(&self, snapshot: &DirSnapshot, entry: &DirEntry) -> Ino {
-        let path = child_path(&snapshot.path, &entry.name);
+        let path = child_path(snapshot.path(), &entry.name);
         self.inodes.peek_ino(&path)
     }
 
@@ -559,9 +569,9 @@ impl Fs {
     /// it as a lookup). If the reply turns out to be full, the caller gives
     /// the reference back with `forget`.
     pub fn entry_inode(&self, snapshot: &DirSnapshot, entry: &DirEntry) -> Inode {
-        let path = child_path(&snapshot.path, &entry.name);
+        let path = child_path(snapshot.path(), &entry.name);
         self.inodes.remember(
-            snapshot.dir,
+            snapshot.dir(),
             &path,
             entry.attr.clone(),
             entry.etag.clone(),

@@ -38,6 +38,7 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -58,6 +59,18 @@ pub(crate) const BARE_GENERATION: usize = 1_000_000;
 
 /// Keys this mount changed, whose bare fingerprints are not trusted.
 const CHANGED_KEYS: usize = 10_000;
+
+/// Keys whose last change through this mount is numbered, for answers
+/// of HEADs sent earlier (see `learn_head_sent_at`).
+const TOUCHED_KEYS: usize = 10_000;
+
+/// The last change through this mount of recent keys, numbered.
+struct Touched {
+    last: LruCache<u64, u64>,
+    /// The highest number let go of: an answer sent before it may be
+    /// older than a change no longer remembered.
+    forgotten: u64,
+}
 
 /// Fingerprints of versions known to carry no user metadata.
 #[derive(Default)]
@@ -96,6 +109,9 @@ pub(crate) struct KnownAttrs {
     bare_generation: usize,
     /// Hashes of keys this mount changed (see the module's comment).
     changed: Mutex<LruCache<u64, ()>>,
+    /// Numbers this mount's changes (`touch`).
+    changes: AtomicU64,
+    touched: Mutex<Touched>,
     /// Keyed per process: fingerprints cannot be made to collide by
     /// choosing names.
     hasher: RandomState,
@@ -117,6 +133,11 @@ impl KnownAttrs {
             changed: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CHANGED_KEYS).unwrap_or(NonZeroUsize::MIN),
             )),
+            changes: AtomicU64::new(0),
+            touched: Mutex::new(Touched {
+                last: LruCache::new(NonZeroUsize::new(TOUCHED_KEYS).unwrap_or(NonZeroUsize::MIN)),
+                forgotten: 0,
+            }),
             hasher: RandomState::new(),
         }
     }
@@ -139,6 +160,67 @@ impl KnownAttrs {
         let print = self.fingerprint(key, etag, size, last_modified);
         self.lock().pop(key);
         self.bare.lock().insert(print, self.bare_generation);
+    }
+
+    /// The number of this mount's last change, to give `learn_head_sent_at`
+    /// for a HEAD sent now.
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// This mount changes `key`: what a HEAD sent before says of it is not
+    /// learnt. Called before what is known of it is replaced.
+    fn touch(&self, key: &str) {
+        let number = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
+        let hash = self.key_hash(key);
+        let mut touched = self.touched.lock();
+        if let Some((other, before)) = touched.last.push(hash, number) {
+            if other != hash {
+                touched.forgotten = touched.forgotten.max(before);
+            }
+        }
+    }
+
+    /// `learn_head` for an answer that comes late (a HEAD sent ahead of
+    /// lookups when this mount's changes were numbered up to `sent_at`):
+    /// not learnt if this mount changed `key` since, whose answer may
+    /// then describe it as it was (a chmod within the same second keeps
+    /// the ETag, size and LastModified the same).
+    pub(crate) fn learn_head_sent_at(
+        &self,
+        key: &str,
+        meta: &crate::s3::ObjectMeta,
+        attr: &Attr,
+        sent_at: u64,
+    ) {
+        // Held while learning: a change numbered after the check replaces
+        // what is learnt here.
+        let touched = self.touched.lock();
+        let changed_since = touched.forgotten > sent_at
+            || touched
+                .last
+                .peek(&self.key_hash(key))
+                .is_some_and(|&number| number > sent_at);
+        if !changed_since {
+            self.learn_head(key, meta, attr);
+        }
+    }
+
+    /// What a HEAD of `key` answered (`attr`, as shown from it): a
+    /// fingerprint when it carries nothing a listing does not show, else
+    /// the attributes themselves.
+    pub(crate) fn learn_head(&self, key: &str, meta: &crate::s3::ObjectMeta, attr: &Attr) {
+        if meta.user_metadata.is_empty() {
+            self.learn_bare(key, &meta.etag, meta.size, meta.last_modified);
+        } else {
+            self.learn_file(
+                key,
+                &meta.etag,
+                meta.size,
+                Some(meta.last_modified),
+                attr.clone(),
+            );
+        }
     }
 
     /// Whether this version of `key`, as a listing shows it, is known to
@@ -182,6 +264,10 @@ impl KnownAttrs {
     ) {
         if etag.is_empty() {
             return;
+        }
+        if last_modified.is_none() {
+            // This mount's own save, rename or copy.
+            self.touch(key);
         }
         self.lock().put(
             key.to_owned(),
@@ -255,6 +341,7 @@ impl KnownAttrs {
     /// This mount changed or removed `key` in a way the next listing
     /// might not tell apart.
     pub(crate) fn forget(&self, key: &str) {
+        self.touch(key);
         self.lock().pop(key);
         self.changed.lock().put(self.key_hash(key), ());
     }
@@ -353,5 +440,42 @@ mod tests {
         // Changed by this mount: asked again, whatever the fingerprint.
         known.forget("d");
         assert!(!known.is_bare("d", "e", 1, at(1, 0)));
+    }
+
+    fn head(etag: &str, mode: &str) -> crate::s3::ObjectMeta {
+        crate::s3::ObjectMeta {
+            size: 3,
+            etag: etag.to_owned(),
+            last_modified: at(100, 0),
+            content_type: None,
+            version_id: None,
+            user_metadata: [("mode".to_owned(), mode.to_owned())].into(),
+            content_headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_late_answer_is_learnt_unless_its_key_changed_since_it_was_sent() {
+        let known = KnownAttrs::new(100, 100);
+        let sent = known.changes();
+        known.learn_file("other", "e9", 3, None, attr(0o600));
+        known.learn_head_sent_at("a", &head("e1", "33188"), &attr(0o644), sent);
+        assert_eq!(known.file("a", "e1", 3, at(100, 0)), Some(attr(0o644)));
+
+        let sent = known.changes();
+        // This mount's chmod: forgotten, then its new version learnt.
+        known.forget("a");
+        known.learn_file("a", "e1", 3, None, attr(0o600));
+        known.learn_head_sent_at("a", &head("e1", "33188"), &attr(0o644), sent);
+        assert_eq!(known.file("a", "e1", 3, at(100, 0)), Some(attr(0o600)));
+
+        // So many changes since that the key's own is no longer told
+        // apart: refused too.
+        let sent = known.changes();
+        for i in 0..=TOUCHED_KEYS {
+            known.forget(&format!("k{i}"));
+        }
+        known.learn_head_sent_at("b", &head("e2", "33188"), &attr(0o644), sent);
+        assert_eq!(known.file("b", "e2", 3, at(100, 0)), None);
     }
 }

@@ -26,8 +26,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
-
 use super::attr::{Attr, Kind, KIND_CERTAIN_SIZE};
 use super::dir::READDIR_HEADS;
 use super::error::{FsError, FsResult};
@@ -666,39 +664,33 @@ impl Fs {
     /// The attributes of `name`, a file of a directory a readdir listed
     /// (so entries of certain kind were handed out with the listing's
     /// attributes alone, and someone now looks: `ls -l`, `du`, `cp -r`
-    /// after their readdir): its HEAD and those of the next files of the
-    /// listing whose metadata this mount does not know, `READDIR_HEADS` at
-    /// once, each remembered (`known`) so that their own stats need no
-    /// request. In whatever order the walk goes (`ls` sorts by locale,
-    /// `du` by inode number), each file is asked once, and a walk waits
-    /// for a round trip per batch, not per file.
+    /// after their readdir): its HEAD, with those of the next files of the
+    /// listing whose metadata this mount does not know started alongside
+    /// (`READDIR_HEADS` in all, those not started already). Their answers
+    /// are learnt (`known`) as they come, so that their own stats need no
+    /// request, or wait for the HEAD already sent. In whatever order the
+    /// walk goes (`ls` sorts by locale, `du` by inode number), each file is
+    /// asked once, and a walk in name order keeps a window of HEADs in
+    /// flight instead of waiting for the slowest of each batch.
     async fn head_batch(
         &self,
         dir_path: &str,
         name: &str,
         listing: &Listing,
     ) -> FsResult<Option<Resolved>> {
-        let mut paths = vec![child_path(dir_path, name)];
-        for (other, listed) in listing
+        let others = listing
             .entries
             .range::<str, _>((Bound::Excluded(name), Bound::Unbounded))
-        {
-            if paths.len() == READDIR_HEADS {
-                break;
-            }
-            let path = child_path(dir_path, other);
-            if matches!(listed, Listed::File { .. }) && self.known_listed(&path, listed).is_none() {
-                paths.push(path);
-            }
-        }
-        let mut answers = futures::stream::iter(paths)
-            .map(|path| async move { self.resolve_file(&path).await })
-            .buffered(READDIR_HEADS);
-        // The first answer is `name`'s; the others only teach `known`,
-        // and one that fails is asked again when its own stat comes.
-        let mine = answers.next().await;
-        while answers.next().await.is_some() {}
-        mine.unwrap_or(Ok(None))
+            .filter(|(other, listed)| {
+                matches!(listed, Listed::File { .. })
+                    && self
+                        .known_listed(&child_path(dir_path, other), listed)
+                        .is_none()
+            })
+            .take(READDIR_HEADS - 1)
+            .map(|(other, _)| self.key(&child_path(dir_path, other)));
+        self.stat_ahead.start(&self.store, others);
+        self.resolve_file(&child_path(dir_path, name)).await
     }
 
     /// A listed file's attributes, if this mount knows the metadata of
@@ -797,33 +789,12 @@ impl Fs {
     /// A file's attributes as a HEAD of it tells them (see `bare_head` for
     /// one that need not be sent).
     pub(crate) fn attr_of_head(&self, meta: &crate::s3::ObjectMeta) -> Attr {
-        let mut attr =
-            self.config
-                .attrs
-                .object(meta.size, meta.last_modified, Some(&meta.user_metadata));
-        if attr.kind == Kind::Dir {
-            // A plain key whose metadata says "directory" (no trailing
-            // slash) is still shown as what it is: a file.
-            attr.kind = Kind::File;
-        }
-        attr
+        self.config.attrs.of_head(meta)
     }
 
     fn head_resolved(&self, key: &str, meta: crate::s3::ObjectMeta) -> Resolved {
         let attr = self.attr_of_head(&meta);
-        if meta.user_metadata.is_empty() {
-            // Nothing a listing does not show: a fingerprint is enough.
-            self.known
-                .learn_bare(key, &meta.etag, meta.size, meta.last_modified);
-        } else {
-            self.known.learn_file(
-                key,
-                &meta.etag,
-                meta.size,
-                Some(meta.last_modified),
-                attr.clone(),
-            );
-        }
+        self.known.learn_head(key, &meta, &attr);
         Resolved::of(attr, Some(Arc::from(meta.etag)))
     }
 

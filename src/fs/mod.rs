@@ -176,7 +176,7 @@ pub struct Fs {
     /// Listing pages of directories too big to keep whole.
     range_pages: range_pages::RangePages,
     /// Metadata known for exact object versions (see `known_attrs`).
-    known: known_attrs::KnownAttrs,
+    known: Arc<known_attrs::KnownAttrs>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
     read_ctx: Arc<ReadContext>,
@@ -252,6 +252,10 @@ impl Fs {
             write_ctx.disk_cache = read_ctx.disk_cache().cloned();
             Some(Arc::new(write_ctx))
         };
+        let known = Arc::new(known_attrs::KnownAttrs::new(
+            known_attrs::KNOWN_OBJECTS,
+            known_attrs::BARE_GENERATION,
+        ));
         Ok(Fs {
             store,
             inodes: inode::InodeTable::new(root),
@@ -263,12 +267,13 @@ impl Fs {
                 NonZeroUsize::new(COLD_DIRS).unwrap_or(NonZeroUsize::MIN),
             )),
             negative: Mutex::new(lru(NEGATIVE_ENTRIES)),
-            stat_ahead: stat_ahead::StatAhead::new(config.metadata_ttl),
-            range_pages: range_pages::RangePages::default(),
-            known: known_attrs::KnownAttrs::new(
-                known_attrs::KNOWN_OBJECTS,
-                known_attrs::BARE_GENERATION,
+            stat_ahead: stat_ahead::StatAhead::new(
+                config.metadata_ttl,
+                known.clone(),
+                config.attrs.clone(),
             ),
+            range_pages: range_pages::RangePages::default(),
+            known,
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             read_ctx,

@@ -858,9 +858,9 @@ fn fill_readdir(
     let mut next = offset;
     for special in offset..2 {
         let (ino, name) = if special == 0 {
-            (snapshot.dir, ".")
+            (snapshot.dir(), ".")
         } else {
-            (snapshot.parent, "..")
+            (snapshot.parent(), "..")
         };
         if reply.add(INodeNo(ino), special + 1, FileType::Directory, name) {
             return reply.ok();
@@ -900,9 +900,9 @@ fn fill_readdirplus(
     // "." and ".." carry no attributes and take no reference.
     for special in offset..2 {
         let (ino, name) = if special == 0 {
-            (snapshot.dir, ".")
+            (snapshot.dir(), ".")
         } else {
-            (snapshot.parent, "..")
+            (snapshot.parent(), "..")
         };
         let mut attr = file_attr(ino, &fs.config().attrs.dir(None));
         attr.ino = INodeNo(ino);
