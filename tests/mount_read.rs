@@ -1052,3 +1052,94 @@ async fn the_mount_check_listing_answers_the_first_lookups_at_the_root() {
     }
     assert_eq!(proxy.count("GET", "versioning"), 0);
 }
+
+/// With `metadata_ttl=0` the kernel asks at every path walk and stat (a
+/// LOOKUP of each component, a GETATTR): each of those checks is one
+/// request, not a HEAD and a listing. A file the kernel holds is HEADed
+/// alone, a directory with a marker object is checked by a HEAD of the
+/// marker, one without by a one-key listing; and what changed elsewhere
+/// is still seen at the next check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_ttl_each_check_is_one_request() {
+    let c = new_bucket("strict-checks").await;
+    put(&c, "f", b"file").await;
+    put(&c, "marked/", b"").await;
+    put(&c, "marked/x", b"x").await;
+    put(&c, "implicit/y", b"y").await;
+    let proxy = FaultProxy::start(&server().endpoint).await;
+    let mount = Mount::start(
+        c.bucket(),
+        &proxy.url,
+        &["-o", "metadata_ttl=0,negative_ttl=0"],
+    );
+    let root = mount.path.clone();
+    let stat_all = move |rounds: usize| {
+        let root = root.clone();
+        blocking(move || {
+            for _ in 0..rounds {
+                assert!(std::fs::metadata(root.join("f")).unwrap().is_file());
+                assert!(std::fs::metadata(root.join("marked")).unwrap().is_dir());
+                assert!(std::fs::metadata(root.join("implicit")).unwrap().is_dir());
+            }
+        })
+    };
+    // The first lookups find what each name is.
+    stat_all(1).await;
+    proxy.clear_seen();
+    const ROUNDS: usize = 5;
+    stat_all(ROUNDS).await;
+    let seen = proxy.seen();
+    let bucket = c.bucket().to_owned();
+    let lists_of = |prefix: &str| {
+        seen.iter()
+            .filter(|r| {
+                r.method == "GET"
+                    && r.path_and_query.contains("list-type=2")
+                    && r.path_and_query.contains(&format!("prefix={prefix}%2F&"))
+            })
+            .count()
+    };
+    let heads_of = |key: &str| seen.iter().filter(|r| is_head_of(r, &bucket, key)).count();
+    // Every stat asked the bucket...
+    assert!(heads_of("f") >= ROUNDS, "HEADs of f: {seen:#?}");
+    assert!(heads_of("marked/") >= ROUNDS, "HEADs of marked/: {seen:#?}");
+    assert!(
+        lists_of("implicit") >= ROUNDS,
+        "listings of implicit/: {seen:#?}"
+    );
+    // ...once per check.
+    assert_eq!(lists_of("f"), 0, "a listing of f/ beside its HEAD");
+    assert_eq!(
+        lists_of("marked"),
+        0,
+        "a listing of marked/ beside its marker's HEAD"
+    );
+    assert_eq!(heads_of("marked"), 0, "a HEAD of the name marked");
+    assert_eq!(heads_of("implicit"), 0, "a HEAD of the name implicit");
+    assert_eq!(
+        seen.len(),
+        heads_of("f") + heads_of("marked/") + lists_of("implicit")
+    );
+
+    // Changed elsewhere: seen at the next check.
+    c.delete_object("f", None).await.unwrap();
+    put(&c, "f/z", b"z").await;
+    c.delete_object("marked/", None).await.unwrap();
+    c.delete_object("implicit/y", None).await.unwrap();
+    let root = mount.path.clone();
+    blocking(move || {
+        assert!(
+            std::fs::metadata(root.join("f")).unwrap().is_dir(),
+            "f is a directory now"
+        );
+        assert!(
+            std::fs::metadata(root.join("marked")).unwrap().is_dir(),
+            "marked still holds x"
+        );
+        assert!(
+            std::fs::metadata(root.join("implicit")).is_err(),
+            "implicit is gone"
+        );
+    })
+    .await;
+}

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::Instant;
 
-use super::attr::Attr;
+use super::attr::{Attr, Kind};
 
 pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
@@ -232,6 +232,14 @@ impl InodeTable {
     /// The inode currently holding `path`, if any.
     pub fn find(&self, path: &str) -> Option<Ino> {
         self.lock().find(path)
+    }
+
+    /// What the inode holding `path` was last found to be, if the kernel
+    /// holds one.
+    pub fn kind_at(&self, path: &str) -> Option<Kind> {
+        let table = self.lock();
+        let ino = table.find(path)?;
+        table.by_ino.get(&ino).map(|inode| inode.attr.kind)
     }
 
     /// After a rename: `from` (and everything below it) is now `to`. The

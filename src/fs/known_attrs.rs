@@ -60,6 +60,9 @@ pub(crate) const BARE_GENERATION: usize = 1_000_000;
 /// Keys this mount changed, whose bare fingerprints are not trusted.
 const CHANGED_KEYS: usize = 10_000;
 
+/// Directories remembered as having a marker object (8-byte hashes).
+const MARKED_DIRS: usize = 50_000;
+
 /// Keys whose last change through this mount is numbered, for answers
 /// of HEADs sent earlier (see `learn_head_sent_at`).
 const TOUCHED_KEYS: usize = 10_000;
@@ -109,6 +112,10 @@ pub(crate) struct KnownAttrs {
     bare_generation: usize,
     /// Hashes of keys this mount changed (see the module's comment).
     changed: Mutex<LruCache<u64, ()>>,
+    /// Hashes of marker keys (`dir/`) this mount last found there: such a
+    /// directory is checked with a HEAD of its marker (class B on B2)
+    /// rather than a listing (class C).
+    marked: Mutex<LruCache<u64, ()>>,
     /// Numbers this mount's changes (`touch`).
     changes: AtomicU64,
     touched: Mutex<Touched>,
@@ -132,6 +139,9 @@ impl KnownAttrs {
             bare_generation: bare_generation.max(1),
             changed: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CHANGED_KEYS).unwrap_or(NonZeroUsize::MIN),
+            )),
+            marked: Mutex::new(LruCache::new(
+                NonZeroUsize::new(MARKED_DIRS).unwrap_or(NonZeroUsize::MIN),
             )),
             changes: AtomicU64::new(0),
             touched: Mutex::new(Touched {
@@ -212,8 +222,8 @@ impl KnownAttrs {
     pub(crate) fn learn_head(&self, key: &str, meta: &crate::s3::ObjectMeta, attr: &Attr) {
         if meta.user_metadata.is_empty() {
             self.learn_bare(key, &meta.etag, meta.size, meta.last_modified);
-        } else {
-            self.learn_file(
+        } else if !meta.etag.is_empty() {
+            self.remember_file(
                 key,
                 &meta.etag,
                 meta.size,
@@ -252,8 +262,9 @@ impl KnownAttrs {
         self.entries.lock()
     }
 
-    /// What a HEAD of `key` said (`last_modified` given), or what this
-    /// mount just stored there (`None`).
+    /// What this mount just stored at `key` (a save, a rename, a copy);
+    /// `last_modified` when the store told it, else the first listing
+    /// that shows the ETag fixes it.
     pub(crate) fn learn_file(
         &self,
         key: &str,
@@ -265,10 +276,18 @@ impl KnownAttrs {
         if etag.is_empty() {
             return;
         }
-        if last_modified.is_none() {
-            // This mount's own save, rename or copy.
-            self.touch(key);
-        }
+        self.touch(key);
+        self.remember_file(key, etag, size, last_modified, attr);
+    }
+
+    fn remember_file(
+        &self,
+        key: &str,
+        etag: &str,
+        size: u64,
+        last_modified: Option<SystemTime>,
+        attr: Attr,
+    ) {
         self.lock().put(
             key.to_owned(),
             Known {
@@ -326,6 +345,22 @@ impl KnownAttrs {
         );
     }
 
+    /// Whether a HEAD found the marker object `marker_key` there.
+    pub(crate) fn note_marker(&self, marker_key: &str, there: bool) {
+        let hash = self.key_hash(marker_key);
+        let mut marked = self.marked.lock();
+        if there {
+            marked.put(hash, ());
+        } else {
+            marked.pop(&hash);
+        }
+    }
+
+    /// Whether the marker `marker_key` was there when last asked.
+    pub(crate) fn had_marker(&self, marker_key: &str) -> bool {
+        self.marked.lock().contains(&self.key_hash(marker_key))
+    }
+
     pub(crate) fn dir(&self, marker_key: &str) -> Option<Attr> {
         let mut entries = self.lock();
         let known = entries.get(marker_key)?;
@@ -375,7 +410,7 @@ mod tests {
     #[test]
     fn a_head_is_trusted_for_exactly_its_version() {
         let known = KnownAttrs::new(10, 10);
-        known.learn_file("a", "e1", 3, Some(at(100, 0)), attr(0o640));
+        known.learn_head("a", &head("e1", "33184"), &attr(0o640));
         // Listings keep milliseconds, HEAD answers whole seconds.
         assert_eq!(
             known.file("a", "e1", 3, at(100, 250)).map(|a| a.perm),

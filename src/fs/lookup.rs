@@ -768,19 +768,36 @@ impl Fs {
             return Ok(attr);
         }
         let marker = format!("{}/", self.key(path));
-        let attr = match self.store.head_object(&marker, None).await {
-            Ok(meta) => self
-                .config
-                .attrs
-                .dir(Some((meta.last_modified, Some(&meta.user_metadata)))),
+        let head = self.store.head_object(&marker, None).await;
+        match self.marker_head_attr(&marker, head)? {
+            Some(attr) => Ok(attr),
             // A key without listBuckets gets 403 for a missing object
             // (B2, AWS without s3:ListBucket): an implicit directory.
-            Err(e) if e.is_not_found() || e.is_access_denied() => self.config.attrs.dir(None),
+            None => Ok(self.config.attrs.dir(None)),
+        }
+    }
+
+    /// What a HEAD of the marker object `marker` answered, remembered:
+    /// the directory's attributes, or `None` when there is no marker (or
+    /// the key may not say).
+    fn marker_head_attr(
+        &self,
+        marker: &str,
+        head: Result<crate::s3::ObjectMeta, crate::s3::S3Error>,
+    ) -> FsResult<Option<Attr>> {
+        let attr = match head {
+            Ok(meta) => Some(
+                self.config
+                    .attrs
+                    .dir(Some((meta.last_modified, Some(&meta.user_metadata)))),
+            ),
+            Err(e) if e.is_not_found() || e.is_access_denied() => None,
             Err(e) => return Err(e.into()),
         };
+        self.known.note_marker(marker, attr.is_some());
         self.known.learn_dir(
-            &marker,
-            attr.clone(),
+            marker,
+            attr.clone().unwrap_or_else(|| self.config.attrs.dir(None)),
             Instant::now() + self.config.metadata_ttl,
         );
         Ok(attr)
@@ -823,14 +840,18 @@ impl Fs {
             }
             asked = Some(head);
         }
-        if asked.is_none() && self.known.is_file(&key) {
-            // Known as a file from a listing or a HEAD of this mount: the
-            // one-key listing that would find a directory of the same name
-            // doubles the requests of every walk past the attribute TTL
-            // (`du`, `stat` of each file of a directory too big to index),
-            // and on B2 costs ten times the HEAD. A directory another client
-            // makes under a known file's name shows at the next listing of
-            // the parent instead.
+        let held = self.inodes.kind_at(path);
+        if asked.is_none()
+            && (self.known.is_file(&key) || held.is_some_and(|kind| kind != Kind::Dir))
+        {
+            // Known as a file from a listing or a HEAD of this mount, or
+            // held by the kernel as one: the one-key listing that would
+            // find a directory of the same name doubles the requests of
+            // every walk past the attribute TTL (`du`, `stat` of each file
+            // of a directory too big to index; with `metadata_ttl=0`,
+            // every LOOKUP and GETATTR), and on B2 costs ten times the
+            // HEAD. A directory another client makes under a known file's
+            // name shows at the next listing of the parent instead.
             match self.store.head_object(&key, None).await {
                 Ok(meta) => return Ok(Some(self.head_resolved(&key, meta))),
                 // Gone, or a directory now: ask both.
@@ -844,36 +865,71 @@ impl Fs {
             ..Default::default()
         };
         let (head, dir) = match asked {
-            Some(head) => (head, self.store.list_objects(&dir_request).await),
-            None => tokio::join!(
-                self.store.head_object(&key, None),
-                self.store.list_objects(&dir_request)
-            ),
-        };
-        let dir = dir?;
-        if let Some(first) = dir.objects.first() {
-            if head.is_ok() {
-                self.odd_keys.hidden(
-                    &key,
-                    "a directory of the same name exists, and the directory wins",
-                );
+            Some(head) => (head, self.store.list_objects(&dir_request).await?),
+            None if held == Some(Kind::Dir) => {
+                // A directory the kernel holds, asked again (past the TTL,
+                // or at each path walk with `metadata_ttl=0`): a directory
+                // wins over a file of its name, so its marker object, if
+                // it had one, or else anything the listing shows below
+                // it, is enough: one request, not two or three.
+                if self.known.had_marker(&dir_request.prefix) {
+                    let head = self.store.head_object(&dir_request.prefix, None).await;
+                    if let Some(attr) = self.marker_head_attr(&dir_request.prefix, head)? {
+                        return Ok(Some(Resolved::of(attr, None)));
+                    }
+                }
+                let dir = self.store.list_objects(&dir_request).await?;
+                if shows_a_dir(&dir) {
+                    return Ok(Some(
+                        self.dir_resolved(path, &dir_request.prefix, &dir, false)
+                            .await?,
+                    ));
+                }
+                (self.store.head_object(&key, None).await, dir)
             }
-            // A marker object may carry the directory's mode and owner.
-            let attr = if first.key == dir_request.prefix {
-                self.marker_attr(path).await?
-            } else {
-                self.config.attrs.dir(None)
-            };
-            return Ok(Some(Resolved::of(attr, None)));
-        }
-        if !dir.common_prefixes.is_empty() {
-            return Ok(Some(Resolved::of(self.config.attrs.dir(None), None)));
+            None => {
+                let (head, dir) = tokio::join!(
+                    self.store.head_object(&key, None),
+                    self.store.list_objects(&dir_request)
+                );
+                (head, dir?)
+            }
+        };
+        if shows_a_dir(&dir) {
+            return Ok(Some(
+                self.dir_resolved(path, &dir_request.prefix, &dir, head.is_ok())
+                    .await?,
+            ));
         }
         match head {
             Ok(meta) => Ok(Some(self.head_resolved(&key, meta))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// `path` as the directory a one-key listing of `prefix` (its key and
+    /// `/`) shows; `file_too`: a HEAD found an object of its name, which
+    /// the directory hides.
+    async fn dir_resolved(
+        &self,
+        path: &str,
+        prefix: &str,
+        dir: &ListPage,
+        file_too: bool,
+    ) -> FsResult<Resolved> {
+        if file_too {
+            self.odd_keys.hidden(
+                &self.key(path),
+                "a directory of the same name exists, and the directory wins",
+            );
+        }
+        // A marker object may carry the directory's mode and owner.
+        let attr = match dir.objects.first() {
+            Some(first) if first.key == prefix => self.marker_attr(path).await?,
+            _ => self.config.attrs.dir(None),
+        };
+        Ok(Resolved::of(attr, None))
     }
 
     /// Check a name from the kernel and build the child's path.
@@ -984,6 +1040,11 @@ impl Fs {
 /// What a HEAD of a listed version known to carry no user metadata would
 /// answer, as far as attributes go: its size, and its LastModified in whole
 /// seconds (HTTP dates have no more).
+/// Whether a one-key listing of `name/` shows a directory.
+fn shows_a_dir(page: &ListPage) -> bool {
+    !page.objects.is_empty() || !page.common_prefixes.is_empty()
+}
+
 fn bare_head(size: u64, listed_time: SystemTime) -> crate::s3::ObjectMeta {
     crate::s3::ObjectMeta {
         size,

@@ -75,6 +75,10 @@ pub struct FsConfig {
     pub versions: VersionsMode,
 }
 
+/// The shortest time the kernel keeps a directory's name (see
+/// `Fs::entry_ttl`): as mountpoint-s3's minimal TTL for directories.
+const DIR_NAME_TTL: Duration = Duration::from_secs(1);
+
 /// Directory listings kept at once (each lives `metadata_ttl`).
 const LISTING_CACHE_DIRS: usize = 64;
 
@@ -331,6 +335,21 @@ impl Fs {
     /// The TTL the kernel may cache entries and attributes for.
     pub fn ttl(&self) -> Duration {
         self.config.metadata_ttl
+    }
+
+    /// How long the kernel may keep the name of `inode`: `metadata_ttl`,
+    /// but at least `DIR_NAME_TTL` for a directory. The kernel checks each
+    /// directory of a path at every walk through it once its name has
+    /// expired, and with `metadata_ttl=0` that is a listing (class C on
+    /// B2) for each component of every path a program names, three per
+    /// file of an `ls -l`; a `stat`, an open or a readdir of the
+    /// directory itself still asks every time (its attributes' TTL is
+    /// not raised), and each file's own name is checked at each walk.
+    pub fn entry_ttl(&self, inode: &Inode) -> Duration {
+        match inode.attr.kind {
+            Kind::Dir => self.config.metadata_ttl.max(DIR_NAME_TTL),
+            _ => self.config.metadata_ttl,
+        }
     }
 
     /// How long the kernel may keep `inode`'s attributes: what is left of

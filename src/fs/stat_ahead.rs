@@ -14,13 +14,14 @@
 //! listing whose metadata is unknown, when one of them is stat'ed.
 //!
 //! Each answer is learnt into `known_attrs` as it comes (so a walk in any
-//! order, `du` by inode number, finds it there however late), and is
-//! kept for the lookup that asks while it waits; it is used at most once,
-//! and dropped when `metadata_ttl` passes or when this mount changes
-//! anything (a changed file must not be answered from a HEAD taken before
-//! the change); an answer about a key this mount changed since the HEAD
-//! was sent is not learnt (`KnownAttrs::learn_head_sent_at`). At most `MAX_IN_FLIGHT` HEADs
-//! started here are out at once, for the whole mount.
+//! order, `du` by inode number, finds it there however late), unless this
+//! mount changed that key since the HEAD was sent
+//! (`KnownAttrs::learn_head_sent_at`). It is also kept for the lookup
+//! that asks while it is on its way: used at most once, and dropped when
+//! `metadata_ttl` passes or when this mount changes anything (a changed
+//! file must not be answered from a HEAD taken before the change). At
+//! most `MAX_IN_FLIGHT` HEADs started here are out at once, for the whole
+//! mount.
 
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -171,7 +172,8 @@ impl StatAhead {
         if let Some(last) = ahead.last() {
             walk.ahead_until = last.clone();
         }
-        let started = self.start_locked(&mut state, store, ahead.iter().map(|n| key_of(n)));
+        let keys = ahead.iter().map(|n| key_of(n)).collect();
+        let started = self.start_locked(&mut state, store, keys);
         if let Some(walk) = state.walks.get_mut(dir) {
             // Those not started (too many in flight) are asked by their
             // own lookups.
@@ -197,13 +199,7 @@ impl StatAhead {
 
     /// `start`, under the lock; how many of `keys`, in order, are
     /// started or were already.
-    fn start_locked(
-        &self,
-        state: &mut State,
-        store: &Store,
-        keys: impl IntoIterator<Item = String>,
-    ) -> usize {
-        let keys: Vec<String> = keys.into_iter().collect();
+    fn start_locked(&self, state: &mut State, store: &Store, keys: Vec<String>) -> usize {
         if state.prefetched.len() + keys.len() > MAX_PREFETCHED {
             let ttl = self.ttl;
             state.prefetched.retain(|_, p| p.young(ttl));

@@ -213,12 +213,13 @@ impl FuseAdapter {
         let fs = self.fs.clone();
         self.rt.spawn(async move {
             match work.await {
-                // The name for `metadata_ttl`; the attributes for as long as
-                // the daemon trusts them (not at all when they are a
-                // listing's alone: the next stat asks).
+                // The name for `metadata_ttl` (a directory's for a second
+                // at least); the attributes for as long as the daemon
+                // trusts them (not at all when they are a listing's
+                // alone: the next stat asks).
                 Ok(inode) => reply.entry_with_ttls(
                     &fs.attr_ttl(&inode),
-                    &fs.ttl(),
+                    &fs.entry_ttl(&inode),
                     &inode_attr(&inode),
                     Generation(0),
                 ),
