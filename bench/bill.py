@@ -411,7 +411,12 @@ def main():
     ap.add_argument("--limit", type=int, default=600, help="seconds a workload may take")
     ap.add_argument("--tag", default="",
                     help="added to the results' file name (a partial run keeps the full table)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="measure nothing: one table of these saved runs, a later run's cell "
+                         "replacing an earlier's (a tool measured again after a change)")
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, args.tools.split(","), args.tag)
     tools = []
     for name in args.tools.split(","):
         binary = {"bucketfs": os.environ.get("BUCKETFS_BIN", ""),
@@ -455,13 +460,42 @@ def main():
         shutil.rmtree(shm, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
+    text = table(results, tools)
+    header = (
+        f"bucketfs request bill, {datetime.date.today().isoformat()}, {platform.node()}: "
+        "requests counted by a proxy on loopback in front of Garage 2.5.0, a fresh mount per "
+        "workload with each tool's defaults; each cell: requests in total (B2 class A/B/C), then "
+        "the bill in micro-dollars under B2's and AWS's price lists (no free allowances)."
+    )
+    save(header, text, results, args.tag)
+
+
+def merge(paths, tools, tag):
+    results = {}
+    sources = []
+    for path in paths:
+        with open(path) as f:
+            run = json.load(f)
+        for row, by_tool in run["results"].items():
+            results.setdefault(row, {}).update(by_tool)
+        sources.append(f"{os.path.basename(path)} ({', '.join(sorted({t for r in run['results'].values() for t in r}))})")
+    present = [t for t in tools if any(t in r for r in results.values())]
+    header = ("bucketfs request bill, merged from " + "; then ".join(sources)
+              + ": a later run's cell replaces an earlier one's. Each cell: requests in total "
+              "(B2 class A/B/C), then the bill in micro-dollars under B2's and AWS's price lists "
+              "(no free allowances).")
+    save(header, table(results, present), results, tag or "merged")
+
+
+def table(results, tools):
+    """The markdown table of `results` (row -> tool -> measurement)."""
     lines = ["| workload | " + " | ".join(tools) + " | bucketfs / best peer (B2, AWS) |",
              "|---" * (len(tools) + 2) + "|"]
     for row, by_tool in results.items():
         cells = [cell(by_tool.get(t)) for t in tools]
-        ratio = "–"
         peers = [by_tool[t] for t in tools
-                 if not t.startswith("bucketfs") and by_tool[t]["outcome"] == "ok"]
+                 if not t.startswith("bucketfs") and t in by_tool
+                 and by_tool[t]["outcome"] == "ok"]
         parts = []
         # Under B2's prices bucketfs is as on a B2 endpoint (bucketfs-b2).
         for p, mine_name in (("b2", "bucketfs-b2"), ("aws", "bucketfs")):
@@ -472,23 +506,20 @@ def main():
             best = min(bill(r["ops"], r["downloaded"], PRICES[p]) for r in peers)
             own = bill(mine["ops"], mine["downloaded"], PRICES[p])
             parts.append(f"{own / best:.2f}×" if best > 0 else ("0" if own == 0 else "∞"))
-        ratio = ", ".join(parts)
-        lines.append(f"| {row} | " + " | ".join(cells) + f" | {ratio} |")
-    text = "\n".join(lines)
-    header = (
-        f"bucketfs request bill, {datetime.date.today().isoformat()}, {platform.node()}: "
-        "requests counted by a proxy on loopback in front of Garage 2.5.0, a fresh mount per "
-        "workload with each tool's defaults; each cell: requests in total (B2 class A/B/C), then "
-        "the bill in micro-dollars under B2's and AWS's price lists (no free allowances)."
-    )
+        lines.append(f"| {row} | " + " | ".join(cells) + f" | {', '.join(parts)} |")
+    return "\n".join(lines)
+
+
+def save(header, text, results, tag):
+    """Print the table and keep it, with the raw counts, in bench/results."""
     print(header)
     print()
     print(text)
     out_dir = os.path.join(REPO, "bench", "results")
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, f"{datetime.date.today().isoformat()}-{platform.node()}-bill")
-    if args.tag:
-        stem += f"-{args.tag}"
+    if tag:
+        stem += f"-{tag}"
     with open(stem + ".md", "w") as f:
         f.write(header + "\n\n" + text + "\n")
     with open(stem + ".json", "w") as f:
